@@ -80,7 +80,12 @@ pub fn kafka_libs(version: &str) -> Result<PathBuf, DistError> {
     let out_dir = work.join("libs");
     let output = Command::new("mvn")
         .current_dir(&work)
-        .args(["-B", "-q", "dependency:copy-dependencies", "-DincludeScope=runtime"])
+        .args([
+            "-B",
+            "-q",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+        ])
         .arg(format!("-DoutputDirectory={}", out_dir.display()))
         .output()
         .map_err(DistError::MavenMissing)?;
