@@ -11,7 +11,9 @@ use std::fmt;
 #[non_exhaustive]
 pub enum DecodeError {
     /// The input ended before `what` was complete.
-    #[error("unexpected end of input decoding {what}: needed {needed} more bytes, {remaining} left")]
+    #[error(
+        "unexpected end of input decoding {what}: needed {needed} more bytes, {remaining} left"
+    )]
     UnexpectedEof {
         what: &'static str,
         needed: usize,
