@@ -1,0 +1,9 @@
+mod bounded;
+mod compression_bomb;
+mod differential;
+mod differential_typed;
+mod gen_arb;
+mod java_interop;
+mod messages;
+mod records_golden;
+mod support;
