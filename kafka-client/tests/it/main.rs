@@ -1,0 +1,3 @@
+//! kafka-client integration tests (one binary; modules per area).
+
+mod java;
