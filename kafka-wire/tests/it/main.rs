@@ -1,7 +1,9 @@
 mod bounded;
+mod broker_golden;
 mod compression_bomb;
 mod differential;
 mod differential_typed;
+mod fuzz_corpus;
 mod gen_arb;
 mod java_interop;
 mod messages;
