@@ -21,7 +21,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_wire::{DecodeError, EncodeError};
+use kafka_wire::{DecodeError, EncodeError, ErrorCode};
 
 use crate::config::ConfigError;
 use crate::sasl::SaslError;
@@ -131,7 +131,7 @@ impl Error {
     }
 
     /// The broker error code, for [`Error::Broker`] and [`Error::Fenced`].
-    pub fn broker_code(&self) -> Option<i16> {
+    pub fn broker_code(&self) -> Option<ErrorCode> {
         match self {
             Error::Broker(b) | Error::Fenced(b) => Some(b.code),
             _ => None,
@@ -183,7 +183,7 @@ pub enum ProtocolErrorKind {
 #[non_exhaustive]
 pub struct BrokerError {
     /// The Kafka error code (never 0).
-    pub code: i16,
+    pub code: ErrorCode,
     /// The error message the broker sent, if any.
     pub message: Option<String>,
     /// The topic concerned, if any.
@@ -198,9 +198,9 @@ pub struct BrokerError {
 
 impl BrokerError {
     /// An error with `code` and no context.
-    pub fn new(code: i16) -> BrokerError {
+    pub fn new(code: impl Into<ErrorCode>) -> BrokerError {
         BrokerError {
-            code,
+            code: code.into(),
             message: None,
             topic: None,
             partition: None,
@@ -240,14 +240,14 @@ impl BrokerError {
         self
     }
 
-    /// The Kafka name of the code (`"NOT_LEADER_OR_FOLLOWER"`), if this client knows it.
+    /// The Kafka name of the code (`"NOT_LEADER_OR_FOLLOWER"`), if it is a known code.
     pub fn name(&self) -> Option<&'static str> {
-        code_info(self.code).map(|(name, _)| name)
+        self.code.name()
     }
 
     /// Whether Kafka classifies this code as retriable.
     pub fn is_retriable(&self) -> bool {
-        code_info(self.code).is_some_and(|(_, retriable)| retriable)
+        self.code.is_retriable()
     }
 
     /// Whether this code ends the instance: fencing, and authorization failures of the
@@ -256,7 +256,8 @@ impl BrokerError {
         is_fencing_code(self.code)
             || matches!(
                 self.code,
-                codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED | codes::CLUSTER_AUTHORIZATION_FAILED
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                    | ErrorCode::CLUSTER_AUTHORIZATION_FAILED
             )
     }
 
@@ -269,8 +270,8 @@ impl BrokerError {
 impl fmt::Display for BrokerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
-            Some(name) => write!(f, "broker error {name} ({})", self.code)?,
-            None => write!(f, "broker error code {}", self.code)?,
+            Some(name) => write!(f, "broker error {name} ({})", self.code.0)?,
+            None => write!(f, "broker error code {}", self.code.0)?,
         }
         if let Some(group) = &self.group {
             write!(f, " for {group}")?;
@@ -295,182 +296,13 @@ impl std::error::Error for BrokerError {}
 /// Codes that always mean another instance took over. `INVALID_PRODUCER_EPOCH` is not among
 /// them: from a transaction coordinator it means fenced, but in a Produce response it is an
 /// abortable error (KIP-588), so the transaction manager classifies it by where it came from.
-fn is_fencing_code(code: i16) -> bool {
+fn is_fencing_code(code: ErrorCode) -> bool {
     matches!(
         code,
-        codes::PRODUCER_FENCED | codes::TRANSACTION_COORDINATOR_FENCED | codes::FENCED_INSTANCE_ID
+        ErrorCode::PRODUCER_FENCED
+            | ErrorCode::TRANSACTION_COORDINATOR_FENCED
+            | ErrorCode::FENCED_INSTANCE_ID
     )
-}
-
-/// The few codes the client refers to by name. The full typed set lives in kafka-wire.
-pub mod codes {
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
-    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
-    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
-    pub const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
-    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
-    pub const PRODUCER_FENCED: i16 = 90;
-}
-
-/// (name, retriable) for every code Kafka 4.x defines, index = code + 1 (so -1 is at 0).
-/// Checked against Java's `org.apache.kafka.common.protocol.Errors` by the integration test.
-const CODES: &[(&str, bool)] = &[
-    ("UNKNOWN_SERVER_ERROR", false),
-    ("NONE", false),
-    ("OFFSET_OUT_OF_RANGE", false),
-    ("CORRUPT_MESSAGE", true),
-    ("UNKNOWN_TOPIC_OR_PARTITION", true),
-    ("INVALID_FETCH_SIZE", false),
-    ("LEADER_NOT_AVAILABLE", true),
-    ("NOT_LEADER_OR_FOLLOWER", true),
-    ("REQUEST_TIMED_OUT", true),
-    ("BROKER_NOT_AVAILABLE", false),
-    ("REPLICA_NOT_AVAILABLE", true),
-    ("MESSAGE_TOO_LARGE", false),
-    ("STALE_CONTROLLER_EPOCH", false),
-    ("OFFSET_METADATA_TOO_LARGE", false),
-    ("NETWORK_EXCEPTION", true),
-    ("COORDINATOR_LOAD_IN_PROGRESS", true),
-    ("COORDINATOR_NOT_AVAILABLE", true),
-    ("NOT_COORDINATOR", true),
-    ("INVALID_TOPIC_EXCEPTION", false),
-    ("RECORD_LIST_TOO_LARGE", false),
-    ("NOT_ENOUGH_REPLICAS", true),
-    ("NOT_ENOUGH_REPLICAS_AFTER_APPEND", true),
-    ("INVALID_REQUIRED_ACKS", false),
-    ("ILLEGAL_GENERATION", false),
-    ("INCONSISTENT_GROUP_PROTOCOL", false),
-    ("INVALID_GROUP_ID", false),
-    ("UNKNOWN_MEMBER_ID", false),
-    ("INVALID_SESSION_TIMEOUT", false),
-    ("REBALANCE_IN_PROGRESS", false),
-    ("INVALID_COMMIT_OFFSET_SIZE", false),
-    ("TOPIC_AUTHORIZATION_FAILED", false),
-    ("GROUP_AUTHORIZATION_FAILED", false),
-    ("CLUSTER_AUTHORIZATION_FAILED", false),
-    ("INVALID_TIMESTAMP", false),
-    ("UNSUPPORTED_SASL_MECHANISM", false),
-    ("ILLEGAL_SASL_STATE", false),
-    ("UNSUPPORTED_VERSION", false),
-    ("TOPIC_ALREADY_EXISTS", false),
-    ("INVALID_PARTITIONS", false),
-    ("INVALID_REPLICATION_FACTOR", false),
-    ("INVALID_REPLICA_ASSIGNMENT", false),
-    ("INVALID_CONFIG", false),
-    ("NOT_CONTROLLER", true),
-    ("INVALID_REQUEST", false),
-    ("UNSUPPORTED_FOR_MESSAGE_FORMAT", false),
-    ("POLICY_VIOLATION", false),
-    ("OUT_OF_ORDER_SEQUENCE_NUMBER", false),
-    ("DUPLICATE_SEQUENCE_NUMBER", false),
-    ("INVALID_PRODUCER_EPOCH", false),
-    ("INVALID_TXN_STATE", false),
-    ("INVALID_PRODUCER_ID_MAPPING", false),
-    ("INVALID_TRANSACTION_TIMEOUT", false),
-    ("CONCURRENT_TRANSACTIONS", true),
-    ("TRANSACTION_COORDINATOR_FENCED", false),
-    ("TRANSACTIONAL_ID_AUTHORIZATION_FAILED", false),
-    ("SECURITY_DISABLED", false),
-    ("OPERATION_NOT_ATTEMPTED", false),
-    ("KAFKA_STORAGE_ERROR", true),
-    ("LOG_DIR_NOT_FOUND", false),
-    ("SASL_AUTHENTICATION_FAILED", false),
-    ("UNKNOWN_PRODUCER_ID", false),
-    ("REASSIGNMENT_IN_PROGRESS", false),
-    ("DELEGATION_TOKEN_AUTH_DISABLED", false),
-    ("DELEGATION_TOKEN_NOT_FOUND", false),
-    ("DELEGATION_TOKEN_OWNER_MISMATCH", false),
-    ("DELEGATION_TOKEN_REQUEST_NOT_ALLOWED", false),
-    ("DELEGATION_TOKEN_AUTHORIZATION_FAILED", false),
-    ("DELEGATION_TOKEN_EXPIRED", false),
-    ("INVALID_PRINCIPAL_TYPE", false),
-    ("NON_EMPTY_GROUP", false),
-    ("GROUP_ID_NOT_FOUND", false),
-    ("FETCH_SESSION_ID_NOT_FOUND", true),
-    ("INVALID_FETCH_SESSION_EPOCH", true),
-    ("LISTENER_NOT_FOUND", true),
-    ("TOPIC_DELETION_DISABLED", false),
-    ("FENCED_LEADER_EPOCH", true),
-    ("UNKNOWN_LEADER_EPOCH", true),
-    ("UNSUPPORTED_COMPRESSION_TYPE", false),
-    ("STALE_BROKER_EPOCH", false),
-    ("OFFSET_NOT_AVAILABLE", true),
-    ("MEMBER_ID_REQUIRED", false),
-    ("PREFERRED_LEADER_NOT_AVAILABLE", true),
-    ("GROUP_MAX_SIZE_REACHED", false),
-    ("FENCED_INSTANCE_ID", false),
-    ("ELIGIBLE_LEADERS_NOT_AVAILABLE", true),
-    ("ELECTION_NOT_NEEDED", true),
-    ("NO_REASSIGNMENT_IN_PROGRESS", false),
-    ("GROUP_SUBSCRIBED_TO_TOPIC", false),
-    ("INVALID_RECORD", false),
-    ("UNSTABLE_OFFSET_COMMIT", true),
-    ("THROTTLING_QUOTA_EXCEEDED", true),
-    ("PRODUCER_FENCED", false),
-    ("RESOURCE_NOT_FOUND", false),
-    ("DUPLICATE_RESOURCE", false),
-    ("UNACCEPTABLE_CREDENTIAL", false),
-    ("INCONSISTENT_VOTER_SET", false),
-    ("INVALID_UPDATE_VERSION", false),
-    ("FEATURE_UPDATE_FAILED", false),
-    ("PRINCIPAL_DESERIALIZATION_FAILURE", false),
-    ("SNAPSHOT_NOT_FOUND", false),
-    ("POSITION_OUT_OF_RANGE", false),
-    ("UNKNOWN_TOPIC_ID", true),
-    ("DUPLICATE_BROKER_REGISTRATION", false),
-    ("BROKER_ID_NOT_REGISTERED", false),
-    ("INCONSISTENT_TOPIC_ID", true),
-    ("INCONSISTENT_CLUSTER_ID", false),
-    ("TRANSACTIONAL_ID_NOT_FOUND", false),
-    ("FETCH_SESSION_TOPIC_ID_ERROR", true),
-    ("INELIGIBLE_REPLICA", false),
-    ("NEW_LEADER_ELECTED", false),
-    ("OFFSET_MOVED_TO_TIERED_STORAGE", false),
-    ("FENCED_MEMBER_EPOCH", false),
-    ("UNRELEASED_INSTANCE_ID", false),
-    ("UNSUPPORTED_ASSIGNOR", false),
-    ("STALE_MEMBER_EPOCH", false),
-    ("MISMATCHED_ENDPOINT_TYPE", false),
-    ("UNSUPPORTED_ENDPOINT_TYPE", false),
-    ("UNKNOWN_CONTROLLER_ID", false),
-    ("UNKNOWN_SUBSCRIPTION_ID", false),
-    ("TELEMETRY_TOO_LARGE", false),
-    ("INVALID_REGISTRATION", false),
-    ("TRANSACTION_ABORTABLE", false),
-    ("INVALID_RECORD_STATE", false),
-    ("SHARE_SESSION_NOT_FOUND", true),
-    ("INVALID_SHARE_SESSION_EPOCH", true),
-    ("FENCED_STATE_EPOCH", false),
-    ("INVALID_VOTER_KEY", false),
-    ("DUPLICATE_VOTER", false),
-    ("VOTER_NOT_FOUND", false),
-    ("INVALID_REGULAR_EXPRESSION", false),
-    ("REBOOTSTRAP_REQUIRED", false),
-    ("STREAMS_INVALID_TOPOLOGY", false),
-    ("STREAMS_INVALID_TOPOLOGY_EPOCH", false),
-    ("STREAMS_TOPOLOGY_FENCED", false),
-    ("SHARE_SESSION_LIMIT_REACHED", true),
-    ("GROUP_DELETION_FAILED", false),
-    ("STREAMS_TOPOLOGY_DESCRIPTION_UPDATE_FAILED", false),
-    ("CONTROLLER_ID_NOT_REGISTERED", false),
-];
-
-/// The (name, retriable) of `code`, if known.
-pub(crate) fn code_info(code: i16) -> Option<(&'static str, bool)> {
-    let idx = usize::try_from(i32::from(code) + 1).ok()?;
-    CODES.get(idx).copied()
-}
-
-/// Every (code, name, retriable) this client knows; for tests and diagnostics.
-pub fn known_codes() -> impl Iterator<Item = (i16, &'static str, bool)> {
-    CODES
-        .iter()
-        .enumerate()
-        .map(|(i, (name, r))| (i as i16 - 1, *name, *r))
 }
 
 #[cfg(test)]
@@ -488,8 +320,9 @@ mod tests {
         assert!(!BrokerError::new(i16::MAX).is_retriable());
         assert_eq!(BrokerError::new(i16::MIN).name(), None);
         assert_eq!(BrokerError::new(-2).name(), None);
-        for (code, name, _) in known_codes() {
-            assert_eq!(BrokerError::new(code).name(), Some(name));
+        for code in ErrorCode::all() {
+            assert_eq!(BrokerError::new(code).name(), code.name());
+            assert_eq!(BrokerError::new(code).is_retriable(), code.is_retriable());
         }
     }
 
@@ -508,13 +341,13 @@ mod tests {
 
     #[test]
     fn predicates() {
-        let retriable: Error = BrokerError::new(codes::NOT_LEADER_OR_FOLLOWER).into();
+        let retriable: Error = BrokerError::new(ErrorCode::NOT_LEADER_OR_FOLLOWER).into();
         assert!(retriable.is_retriable() && !retriable.is_fatal());
-        let fenced = Error::Fenced(BrokerError::new(codes::PRODUCER_FENCED));
+        let fenced = Error::Fenced(BrokerError::new(ErrorCode::PRODUCER_FENCED));
         assert!(!fenced.is_retriable() && fenced.is_fatal());
-        assert!(BrokerError::new(codes::PRODUCER_FENCED).is_fencing());
-        assert!(BrokerError::new(codes::TRANSACTIONAL_ID_AUTHORIZATION_FAILED).is_fatal());
-        assert!(!BrokerError::new(codes::INVALID_PRODUCER_EPOCH).is_fatal());
+        assert!(BrokerError::new(ErrorCode::PRODUCER_FENCED).is_fencing());
+        assert!(BrokerError::new(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED).is_fatal());
+        assert!(!BrokerError::new(ErrorCode::INVALID_PRODUCER_EPOCH).is_fatal());
         let io = Error::io(Peer::Unknown, std::io::Error::other("reset"));
         assert!(io.is_retriable() && !io.is_fatal());
         let t = Error::Timeout {
@@ -537,7 +370,7 @@ mod tests {
             p.to_string(),
             "protocol violation by bootstrap server 127.0.0.1:9092: unexpected correlation id 2 (expected 1)"
         );
-        assert_eq!(fenced.broker_code(), Some(codes::PRODUCER_FENCED));
+        assert_eq!(fenced.broker_code(), Some(ErrorCode::PRODUCER_FENCED));
         assert!(Error::Misuse("x".into()).broker_code().is_none());
     }
 

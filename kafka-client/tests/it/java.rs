@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use kafka_client::error::known_codes;
+use kafka_client::kafka_wire::ErrorCode;
 use kafka_client::partitioner::{murmur2, partition_for_key};
 use kafka_client::rng::{RandomSource, SeededRng};
 
@@ -160,8 +160,8 @@ fn error_codes_match_java() {
         })
         .collect();
     assert!(java.len() > 100, "Java listed {} codes", java.len());
-    let ours: Vec<(i16, String, bool)> = known_codes()
-        .map(|(c, n, r)| (c, n.to_string(), r))
+    let ours: Vec<(i16, String, bool)> = ErrorCode::all()
+        .map(|c| (c.0, c.name().unwrap_or("?").to_string(), c.is_retriable()))
         .collect();
     let only_java: Vec<_> = java.iter().filter(|c| !ours.contains(c)).collect();
     let only_ours: Vec<_> = ours.iter().filter(|c| !java.contains(c)).collect();
