@@ -2,12 +2,12 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::varint::{varint_len, varlong_len, write_varint, write_varlong};
 use super::{
     ControlRecordType, EndTxnMarker, TimestampType, ATTR_CONTROL, ATTR_TIMESTAMP_TYPE,
     ATTR_TRANSACTIONAL, CRC_OFFSET, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, NO_PARTITION_LEADER_EPOCH,
     NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
+use crate::codec::{put_varint, put_varlong, varint_len, varlong_len};
 use crate::compression;
 use crate::error::{Codec, EncodeError};
 
@@ -102,10 +102,10 @@ fn bytes_field_len(what: &'static str, b: Option<&[u8]>) -> Result<usize, Encode
 
 fn put_bytes_field(buf: &mut BytesMut, b: Option<&[u8]>) {
     match b {
-        None => write_varint(buf, -1),
+        None => put_varint(buf, -1),
         Some(b) => {
             // Lengths were checked by `bytes_field_len` before anything was written.
-            write_varint(buf, i32::try_from(b.len()).unwrap_or(i32::MAX));
+            put_varint(buf, i32::try_from(b.len()).unwrap_or(i32::MAX));
             buf.put_slice(b);
         }
     }
@@ -220,13 +220,13 @@ impl BatchBuilder {
         }
         let buf = &mut self.buf;
         buf.reserve(size);
-        write_varint(buf, body as i32);
+        put_varint(buf, body as i32);
         buf.put_i8(0);
-        write_varlong(buf, timestamp.wrapping_sub(base));
-        write_varint(buf, self.count);
+        put_varlong(buf, timestamp.wrapping_sub(base));
+        put_varint(buf, self.count);
         put_bytes_field(buf, key);
         put_bytes_field(buf, value);
-        write_varint(buf, headers.len() as i32);
+        put_varint(buf, headers.len() as i32);
         for (k, v) in headers {
             put_bytes_field(buf, Some(k.as_bytes()));
             put_bytes_field(buf, *v);

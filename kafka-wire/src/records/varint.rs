@@ -1,7 +1,8 @@
 //! Zig-zag varints as used inside v2 records (Protocol Buffers' `sint32`/`sint64` encoding:
 //! 7 bits per byte, least significant group first, high bit set on every byte but the last).
-
-use bytes::BufMut;
+//!
+//! Only the readers live here: they walk a record's bytes by position without copying. Writing and
+//! sizing use the codec's [`put_varint`](crate::codec::put_varint) family.
 
 use crate::error::DecodeError;
 
@@ -54,46 +55,10 @@ pub fn read_varlong(buf: &[u8], pos: &mut usize, what: &'static str) -> Result<i
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
 }
 
-fn write_raw<B: BufMut>(buf: &mut B, mut v: u64) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
-
-/// Writes `v` as a zig-zag varint.
-pub fn write_varint<B: BufMut>(buf: &mut B, v: i32) {
-    write_raw(buf, u64::from(((v << 1) ^ (v >> 31)) as u32));
-}
-
-/// Writes `v` as a zig-zag varlong.
-pub fn write_varlong<B: BufMut>(buf: &mut B, v: i64) {
-    write_raw(buf, ((v << 1) ^ (v >> 63)) as u64);
-}
-
-fn raw_len(mut v: u64) -> usize {
-    let mut n = 1;
-    while v >= 0x80 {
-        v >>= 7;
-        n += 1;
-    }
-    n
-}
-
-/// The number of bytes [`write_varint`] writes for `v`.
-pub fn varint_len(v: i32) -> usize {
-    raw_len(u64::from(((v << 1) ^ (v >> 31)) as u32))
-}
-
-/// The number of bytes [`write_varlong`] writes for `v`.
-pub fn varlong_len(v: i64) -> usize {
-    raw_len(((v << 1) ^ (v >> 63)) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{put_varint, put_varlong, varint_len, varlong_len};
     use proptest::prelude::*;
 
     #[test]
@@ -108,7 +73,7 @@ mod tests {
         ];
         for (v, bytes) in cases {
             let mut out = Vec::new();
-            write_varlong(&mut out, v);
+            put_varlong(&mut out, v);
             assert_eq!(out, bytes);
             let mut pos = 0;
             assert_eq!(read_varlong(bytes, &mut pos, "t").unwrap(), v);
@@ -145,7 +110,7 @@ mod tests {
         #[test]
         fn varint_round_trip(v: i32) {
             let mut out = Vec::new();
-            write_varint(&mut out, v);
+            put_varint(&mut out, v);
             prop_assert_eq!(out.len(), varint_len(v));
             let mut pos = 0;
             prop_assert_eq!(read_varint(&out, &mut pos, "t").unwrap(), v);
@@ -155,7 +120,7 @@ mod tests {
         #[test]
         fn varlong_round_trip(v: i64) {
             let mut out = Vec::new();
-            write_varlong(&mut out, v);
+            put_varlong(&mut out, v);
             prop_assert_eq!(out.len(), varlong_len(v));
             let mut pos = 0;
             prop_assert_eq!(read_varlong(&out, &mut pos, "t").unwrap(), v);
