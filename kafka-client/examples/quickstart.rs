@@ -247,11 +247,9 @@ async fn main() -> Result<(), BoxError> {
             check(response.error_code, "Fetch")?;
             let data = &response.responses[0].partitions[0];
             check(data.error_code, "Fetch partition")?;
-            let mut batches = RecordBatches::new(data.records.clone().unwrap_or_default());
-            for batch in &mut batches {
-                let batch = batch?;
-                batch.verify_crc()?;
-                for record in batch.records(&ReadOptions::default())? {
+            for batch in RecordBatches::new(data.records.clone().unwrap_or_default()) {
+                // `records` checks the batch's CRC-32C first (ReadOptions::verify_crc).
+                for record in batch?.records(&ReadOptions::default())? {
                     let record = record?;
                     if record.offset < offset {
                         continue;
