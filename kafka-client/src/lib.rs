@@ -32,10 +32,20 @@
 pub use kafka_wire;
 
 pub mod backoff;
+pub mod client;
+pub mod conn;
 pub mod config;
 pub mod error;
+pub mod metadata;
+pub mod net;
 pub mod partitioner;
 pub mod rng;
 pub mod sasl;
+mod tls;
+pub mod types;
 
+pub use client::{Client, Purpose};
 pub use error::{BrokerError, Error, Result};
+pub use metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMetadata};
+pub use net::Connection;
+pub use types::{Header, Offset, TimestampType, TopicPartition};

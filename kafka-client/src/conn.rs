@@ -1,0 +1,321 @@
+//! The sans-IO state of one broker connection: correlation ids, the requests in flight and
+//! response framing.
+//!
+//! The tokio driver in [`crate::net`] moves bytes between this and a socket. Everything that can
+//! go wrong with the bytes a broker sends (a truncated or oversized frame, a response to no
+//! request, a response out of order) is decided here and tested without a socket.
+//!
+//! Kafka answers the requests of one connection in the order they were sent (the broker mutes a
+//! connection while it processes a request), so the in-flight requests form a queue and every
+//! response must carry the correlation id at its front. Anything else means the stream is out of
+//! sync; the only safe reaction is to drop the connection.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use kafka_wire::codec::Request;
+use kafka_wire::frame::{encode_request, FrameDecoder};
+use kafka_wire::header::{peek_correlation_id, ResponseHeader};
+use kafka_wire::{ApiKey, Decode};
+
+use crate::error::{Error, Peer, ProtocolErrorKind};
+
+/// A request written and not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    /// Its correlation id.
+    pub correlation_id: i32,
+    /// Its API key.
+    pub api_key: ApiKey,
+    /// The version it was sent at.
+    pub version: i16,
+    /// When it was written.
+    pub sent_at: Instant,
+    /// Whether the broker will answer (false only for Produce with acks=0).
+    pub expects_response: bool,
+}
+
+/// A response matched to its request, the header already read.
+#[derive(Debug)]
+pub struct Answer {
+    /// The request it answers.
+    pub request: InFlight,
+    /// The response body, not yet decoded.
+    pub body: Bytes,
+}
+
+/// Bookkeeping for one connection.
+#[derive(Debug)]
+pub struct ConnState {
+    peer: Peer,
+    client_id: Option<String>,
+    next_correlation_id: i32,
+    in_flight: VecDeque<InFlight>,
+    decoder: FrameDecoder,
+    max_request_bytes: usize,
+}
+
+impl ConnState {
+    /// A connection to `peer`. Request frames above `max_request_bytes` are refused before
+    /// anything is written; response frames above `max_response_bytes` break the connection.
+    pub fn new(
+        peer: Peer,
+        client_id: Option<String>,
+        max_request_bytes: usize,
+        max_response_bytes: usize,
+    ) -> ConnState {
+        ConnState {
+            peer,
+            client_id,
+            next_correlation_id: 0,
+            in_flight: VecDeque::new(),
+            decoder: FrameDecoder::new(max_response_bytes),
+            max_request_bytes,
+        }
+    }
+
+    /// The peer this connection talks to.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Names the broker once its node id is known (bootstrap connections learn it late).
+    pub fn set_peer(&mut self, peer: Peer) {
+        self.peer = peer;
+    }
+
+    /// Requests written and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The oldest unanswered request's send time, for request timeouts.
+    pub fn oldest_sent_at(&self) -> Option<Instant> {
+        self.in_flight
+            .iter()
+            .filter(|r| r.expects_response)
+            .map(|r| r.sent_at)
+            .min()
+    }
+
+    /// Appends the frame of `req` at `version` to `out` and records it as in flight.
+    ///
+    /// Nothing is appended or recorded on error. `expects_response` is false only for Produce
+    /// with acks=0, which the broker never answers.
+    pub fn write_request<R: Request>(
+        &mut self,
+        now: Instant,
+        version: i16,
+        req: &R,
+        expects_response: bool,
+        out: &mut BytesMut,
+    ) -> Result<i32, Error> {
+        let correlation_id = self.next_correlation_id;
+        encode_request(
+            out,
+            correlation_id,
+            self.client_id.as_deref(),
+            version,
+            req,
+            self.max_request_bytes,
+        )?;
+        // Wrap to 0 rather than go negative: some brokers' logs treat negative ids as suspect.
+        self.next_correlation_id = correlation_id.checked_add(1).unwrap_or(0);
+        if expects_response {
+            self.in_flight.push_back(InFlight {
+                correlation_id,
+                api_key: R::API_KEY,
+                version,
+                sent_at: now,
+                expects_response,
+            });
+        }
+        Ok(correlation_id)
+    }
+
+    /// Takes the next complete response out of `buf` (bytes read from the socket), if there is
+    /// one. An error means the connection must be closed.
+    pub fn read_response(&mut self, buf: &mut BytesMut) -> Result<Option<Answer>, Error> {
+        let Some(mut frame) = self
+            .decoder
+            .decode(buf)
+            .map_err(|e| Error::decode(self.peer.clone(), e))?
+        else {
+            return Ok(None);
+        };
+        let got = peek_correlation_id(&frame).map_err(|e| Error::decode(self.peer.clone(), e))?;
+        let Some(front) = self.in_flight.front() else {
+            return Err(Error::Protocol {
+                peer: self.peer.clone(),
+                kind: ProtocolErrorKind::Invalid(format!(
+                    "response with correlation id {got} while no request is in flight"
+                )),
+            });
+        };
+        if front.correlation_id != got {
+            return Err(Error::Protocol {
+                peer: self.peer.clone(),
+                kind: ProtocolErrorKind::CorrelationId {
+                    expected: front.correlation_id,
+                    got,
+                },
+            });
+        }
+        let request = self.in_flight.pop_front().expect("front checked above");
+        let hv = kafka_wire::messages::header_versions(request.api_key, request.version)
+            .map_or(0, |(_, resp)| resp);
+        ResponseHeader::decode(&mut frame, hv).map_err(|e| Error::decode(self.peer.clone(), e))?;
+        Ok(Some(Answer {
+            request,
+            body: frame,
+        }))
+    }
+
+    /// Forgets every request in flight (the connection is gone) and returns them.
+    pub fn fail_all(&mut self) -> Vec<InFlight> {
+        self.in_flight.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::BufMut;
+    use kafka_wire::frame::encode_response;
+    use kafka_wire::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
+
+    fn state() -> ConnState {
+        ConnState::new(
+            Peer::Bootstrap {
+                addr: "x:1".into(),
+            },
+            Some("t".into()),
+            1 << 20,
+            1 << 20,
+        )
+    }
+
+    fn api_versions_answer(corr: i32, version: i16) -> BytesMut {
+        let mut b = BytesMut::new();
+        encode_response::<ApiVersionsRequest>(
+            &mut b,
+            corr,
+            version,
+            &ApiVersionsResponse::default(),
+            1 << 20,
+        )
+        .unwrap();
+        b
+    }
+
+    #[test]
+    fn responses_match_requests_in_order_even_when_split() {
+        let mut s = state();
+        let now = Instant::now();
+        let mut out = BytesMut::new();
+        let a = s
+            .write_request(now, 3, &ApiVersionsRequest::default(), true, &mut out)
+            .unwrap();
+        let b = s
+            .write_request(now, 3, &ApiVersionsRequest::default(), true, &mut out)
+            .unwrap();
+        assert_eq!((a, b), (0, 1));
+        assert_eq!(s.in_flight(), 2);
+        let mut wire = api_versions_answer(0, 3);
+        wire.extend_from_slice(&api_versions_answer(1, 3));
+        // Feed one byte at a time: nothing completes early, both complete in order.
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in wire {
+            buf.put_u8(byte);
+            while let Some(ans) = s.read_response(&mut buf).unwrap() {
+                let body =
+                    ApiVersionsResponse::decode(&mut ans.body.clone(), ans.request.version).unwrap();
+                assert_eq!(body, ApiVersionsResponse::default());
+                got.push(ans.request.correlation_id);
+            }
+        }
+        assert_eq!(got, vec![0, 1]);
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn wrong_correlation_id_is_a_protocol_error() {
+        let mut s = state();
+        let mut out = BytesMut::new();
+        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), true, &mut out)
+            .unwrap();
+        let mut buf = api_versions_answer(7, 3);
+        let err = s.read_response(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::Protocol {
+                kind: ProtocolErrorKind::CorrelationId {
+                    expected: 0,
+                    got: 7
+                },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unsolicited_response_is_a_protocol_error() {
+        let mut s = state();
+        let mut buf = api_versions_answer(0, 3);
+        assert!(matches!(
+            s.read_response(&mut buf),
+            Err(Error::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn hostile_length_is_refused_before_buffering() {
+        let mut s = state();
+        let mut out = BytesMut::new();
+        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), true, &mut out)
+            .unwrap();
+        let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0][..]);
+        assert!(matches!(
+            s.read_response(&mut buf),
+            Err(Error::Protocol { .. })
+        ));
+        let mut buf = BytesMut::from(&[0xff, 0xff, 0xff, 0xf0][..]);
+        assert!(s.read_response(&mut buf).is_err());
+    }
+
+    #[test]
+    fn truncated_header_is_a_protocol_error() {
+        let mut s = state();
+        let mut out = BytesMut::new();
+        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), true, &mut out)
+            .unwrap();
+        // A complete frame of 2 bytes: too short for a correlation id.
+        let mut buf = BytesMut::from(&[0, 0, 0, 2, 0, 0][..]);
+        assert!(matches!(
+            s.read_response(&mut buf),
+            Err(Error::Protocol { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_request_is_refused_and_not_recorded() {
+        let mut s = ConnState::new(Peer::Unknown, None, 8, 1 << 20);
+        let mut out = BytesMut::new();
+        let req = MetadataRequest::default();
+        assert!(s.write_request(Instant::now(), 12, &req, true, &mut out).is_err());
+        assert!(out.is_empty());
+        assert_eq!(s.in_flight(), 0);
+    }
+
+    #[test]
+    fn acks_zero_requests_are_not_awaited() {
+        let mut s = state();
+        let mut out = BytesMut::new();
+        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), false, &mut out)
+            .unwrap();
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.oldest_sent_at(), None);
+    }
+}

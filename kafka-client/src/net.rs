@@ -1,0 +1,534 @@
+//! The tokio driver of one broker connection.
+//!
+//! [`Connection::connect`] opens TCP (and TLS), negotiates ApiVersions (sending our software name
+//! and version, KIP-511) and authenticates with SASL. After that two tasks serve the connection:
+//! a writer that encodes requests in the order they were submitted, and a reader that matches
+//! responses through [`ConnState`]. Requests are pipelined: many may be in flight at once.
+//!
+//! Any protocol violation, I/O error or request timeout closes the connection and fails every
+//! request in flight on it with the same error; the owner ([`crate::client::Client`]) then
+//! reconnects with backoff.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_wire::codec::{KString, Request};
+use kafka_wire::messages::{
+    ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
+use kafka_wire::versions::NegotiatedVersions;
+use kafka_wire::{ApiKey, Decode, ErrorCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ClientConfig;
+use crate::conn::ConnState;
+use crate::error::{BrokerError, Error, Peer, ProtocolErrorKind, Result};
+use crate::rng::OsRandom;
+use crate::sasl::SaslSession;
+
+/// Our software name and version, sent in ApiVersions (KIP-511).
+pub const CLIENT_SOFTWARE_NAME: &str = "kafka-rs";
+/// See [`CLIENT_SOFTWARE_NAME`].
+pub const CLIENT_SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+type Reply = oneshot::Sender<Result<(i16, Bytes)>>;
+type ReplyRx = oneshot::Receiver<Result<(i16, Bytes)>>;
+type FrameBuilder = Box<dyn FnOnce(&mut ConnState, Instant, &mut BytesMut) -> Result<i32> + Send>;
+
+struct Submit {
+    frame_builder: FrameBuilder,
+    reply: Option<Reply>,
+}
+
+struct Shared {
+    peer: Peer,
+    state: Mutex<ConnState>,
+    replies: Mutex<HashMap<i32, Reply>>,
+    closed: AtomicBool,
+    close_error: Mutex<Option<Error>>,
+    /// KIP-219: the broker asked us to hold requests back until then.
+    throttled_until: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn close(&self, err: Error) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tracing::debug!(peer = %self.peer, error = %err, "connection closed");
+        *self.close_error.lock().unwrap() = Some(err.clone());
+        self.state.lock().unwrap().fail_all();
+        let replies: Vec<Reply> = self.replies.lock().unwrap().drain().map(|(_, r)| r).collect();
+        for r in replies {
+            let _ = r.send(Err(err.clone()));
+        }
+    }
+
+    fn error(&self) -> Error {
+        self.close_error
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or(Error::Closed)
+    }
+}
+
+/// A handle to one broker connection. Cheap to clone; requests from all clones are pipelined on
+/// the same socket. The connection closes when it fails or when [`Connection::close`] is called;
+/// dropping every handle also ends it.
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    tx: mpsc::UnboundedSender<Submit>,
+    versions: Arc<NegotiatedVersions>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("peer", &self.shared.peer)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Connects to `addr` (`host:port`), then negotiates versions and authenticates, all within
+    /// the configured connect timeout (the SASL exchange included).
+    pub async fn connect(config: &ClientConfig, addr: &str, peer: Peer) -> Result<Connection> {
+        let timeout = config.connect_timeout;
+        match tokio::time::timeout(timeout, Self::connect_inner(config, addr, peer.clone())).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                what: "connection setup",
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn connect_inner(config: &ClientConfig, addr: &str, peer: Peer) -> Result<Connection> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Error::io(peer.clone(), e))?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Box<dyn Stream> = if config.security_protocol.uses_tls() {
+            let host = crate::config::parse_host_port(addr)
+                .map(|(h, _)| h.to_string())
+                .unwrap_or_else(|_| addr.to_string());
+            Box::new(crate::tls::connect(config, &host, tcp, &peer).await?)
+        } else {
+            Box::new(tcp)
+        };
+        let mut state = ConnState::new(
+            peer.clone(),
+            Some(config.client_id.clone()),
+            config.max_request_bytes,
+            config.max_response_bytes,
+        );
+        let mut rbuf = BytesMut::with_capacity(8 * 1024);
+
+        // ApiVersions: start at the newest version we speak; a broker that does not know it
+        // answers UNSUPPORTED_VERSION at v0 with its own range, and we retry at its highest.
+        let mut version = ApiVersionsRequest::MAX_VERSION;
+        let versions = loop {
+            let req = ApiVersionsRequest {
+                client_software_name: KString::from(CLIENT_SOFTWARE_NAME),
+                client_software_version: KString::from(CLIENT_SOFTWARE_VERSION),
+                ..Default::default()
+            };
+            let resp = roundtrip(&mut stream, &mut state, &mut rbuf, version, &req).await?;
+            let code = ErrorCode(resp.error_code);
+            if code == ErrorCode::UNSUPPORTED_VERSION {
+                let theirs = resp
+                    .api_keys
+                    .iter()
+                    .find(|k| ApiKey(k.api_key) == ApiKey::API_VERSIONS)
+                    .map(|k| k.max_version.min(ApiVersionsRequest::MAX_VERSION));
+                match theirs {
+                    Some(v) if v < version && v >= 0 => {
+                        version = v;
+                        continue;
+                    }
+                    _ => {
+                        return Err(Error::Broker(
+                            BrokerError::new(code).with_message("ApiVersions"),
+                        ))
+                    }
+                }
+            }
+            if code != ErrorCode::NONE {
+                return Err(Error::Broker(BrokerError::new(code)));
+            }
+            break NegotiatedVersions::from_response(&resp);
+        };
+
+        if config.security_protocol.uses_sasl() {
+            authenticate(config, &mut stream, &mut state, &mut rbuf, &versions).await?;
+        }
+
+        let (reader, writer) = tokio::io::split(stream);
+        let shared = Arc::new(Shared {
+            peer: peer.clone(),
+            state: Mutex::new(state),
+            replies: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            close_error: Mutex::new(None),
+            throttled_until: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(shared.clone(), writer, rx));
+        tokio::spawn(read_loop(shared.clone(), reader, rbuf));
+        tracing::debug!(%peer, "connected");
+        Ok(Connection {
+            shared,
+            tx,
+            versions: Arc::new(versions),
+            request_timeout: config.request_timeout,
+        })
+    }
+
+    /// The broker this connection talks to.
+    pub fn peer(&self) -> &Peer {
+        &self.shared.peer
+    }
+
+    /// The versions negotiated with this broker.
+    pub fn versions(&self) -> &NegotiatedVersions {
+        &self.versions
+    }
+
+    /// The highest version of `R` both sides speak, or `None`.
+    pub fn version<R: Request>(&self) -> Option<i16> {
+        self.versions.version(R::API_KEY)
+    }
+
+    /// Whether the connection has failed or been closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// Requests written and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.shared.state.lock().unwrap().in_flight()
+    }
+
+    /// Closes the connection; requests in flight fail with `err`.
+    pub fn close(&self, err: Error) {
+        self.shared.close(err);
+    }
+
+    /// Holds further requests on this connection back for `throttle` (KIP-219: the broker
+    /// reported `throttle_time_ms` in a response).
+    pub fn throttle(&self, throttle: Duration) {
+        if throttle.is_zero() {
+            return;
+        }
+        let until = Instant::now() + throttle;
+        let mut t = self.shared.throttled_until.lock().unwrap();
+        if t.is_none_or(|t| t < until) {
+            *t = Some(until);
+        }
+    }
+
+    /// Sends `req` at `version` and waits for the response, at most the request timeout. A
+    /// timeout closes the connection (the stream can no longer be trusted to be in step).
+    pub async fn send<R: Request + Send + Sync + 'static>(
+        &self,
+        version: i16,
+        req: R,
+    ) -> Result<R::Response> {
+        let rx = self.submit(version, req, true)?.expect("expects a response");
+        let timeout = self.request_timeout;
+        let (version, body) = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(self.shared.error()),
+            Err(_) => {
+                let err = Error::Timeout {
+                    what: "a response from the broker",
+                    after: timeout,
+                };
+                self.close(err.clone());
+                return Err(err);
+            }
+        };
+        let mut body = body;
+        match R::Response::decode(&mut body, version) {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                let err = Error::decode(self.shared.peer.clone(), e);
+                self.close(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Sends `req` without waiting for an answer (Produce with acks=0). Ordering with other
+    /// requests on this connection is kept.
+    pub fn send_no_response<R: Request + Send + Sync + 'static>(
+        &self,
+        version: i16,
+        req: R,
+    ) -> Result<()> {
+        self.submit(version, req, false).map(|_| ())
+    }
+
+    fn submit<R: Request + Send + Sync + 'static>(
+        &self,
+        version: i16,
+        req: R,
+        expects_response: bool,
+    ) -> Result<Option<ReplyRx>> {
+        if self.is_closed() {
+            return Err(self.shared.error());
+        }
+        let (reply, rx) = if expects_response {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let frame_builder = Box::new(move |state: &mut ConnState, now, out: &mut BytesMut| {
+            state.write_request(now, version, &req, expects_response, out)
+        });
+        self.tx
+            .send(Submit {
+                frame_builder,
+                reply,
+            })
+            .map_err(|_| self.shared.error())?;
+        Ok(rx)
+    }
+}
+
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut writer: tokio::io::WriteHalf<Box<dyn Stream>>,
+    mut rx: mpsc::UnboundedReceiver<Submit>,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    while let Some(first) = rx.recv().await {
+        let throttled = *shared.throttled_until.lock().unwrap();
+        if let Some(until) = throttled {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        if shared.closed.load(Ordering::SeqCst) {
+            break;
+        }
+        // Coalesce whatever else is queued into one write.
+        let mut next = Some(first);
+        while let Some(sub) = next.take() {
+            let now = Instant::now();
+            let mut state = shared.state.lock().unwrap();
+            match ((sub.frame_builder)(&mut state, now, &mut buf), sub.reply) {
+                // Register the reply under the state lock, before the bytes can reach the
+                // broker, so the reader always finds it.
+                (Ok(corr), Some(reply)) => {
+                    shared.replies.lock().unwrap().insert(corr, reply);
+                }
+                (Ok(_), None) => {}
+                // Only this request fails (it could not be encoded); nothing was written.
+                (Err(e), reply) => {
+                    tracing::debug!(peer = %shared.peer, error = %e, "request not sent");
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            drop(state);
+            if buf.len() >= 256 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        if let Err(e) = writer.write_all(&buf).await {
+            shared.close(Error::io(shared.peer.clone(), e));
+            break;
+        }
+        buf.clear();
+        if shared.closed.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut reader: tokio::io::ReadHalf<Box<dyn Stream>>,
+    mut buf: BytesMut,
+) {
+    loop {
+        // Deliver every complete response already buffered.
+        loop {
+            let answer = shared.state.lock().unwrap().read_response(&mut buf);
+            match answer {
+                Ok(Some(ans)) => {
+                    let reply = shared
+                        .replies
+                        .lock()
+                        .unwrap()
+                        .remove(&ans.request.correlation_id);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok((ans.request.version, ans.body)));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(peer = %shared.peer, error = %e, "dropping connection");
+                    shared.close(e);
+                    return;
+                }
+            }
+        }
+        if shared.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match reader.read_buf(&mut buf).await {
+            Ok(0) => {
+                shared.close(Error::io(
+                    shared.peer.clone(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the broker closed the connection",
+                    ),
+                ));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.close(Error::io(shared.peer.clone(), e));
+                return;
+            }
+        }
+    }
+}
+
+/// One request and its response on a stream not yet split (the handshake phase).
+async fn roundtrip<R: Request, S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    state: &mut ConnState,
+    rbuf: &mut BytesMut,
+    version: i16,
+    req: &R,
+) -> Result<R::Response> {
+    let mut out = BytesMut::new();
+    state.write_request(Instant::now(), version, req, true, &mut out)?;
+    let peer = state.peer().clone();
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| Error::io(peer.clone(), e))?;
+    loop {
+        if let Some(ans) = state.read_response(rbuf)? {
+            let mut body = ans.body;
+            return R::Response::decode(&mut body, version).map_err(|e| Error::decode(peer, e));
+        }
+        let n = stream
+            .read_buf(rbuf)
+            .await
+            .map_err(|e| Error::io(peer.clone(), e))?;
+        if n == 0 {
+            return Err(Error::io(
+                peer,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the broker closed the connection during the handshake",
+                ),
+            ));
+        }
+    }
+}
+
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    config: &ClientConfig,
+    stream: &mut S,
+    state: &mut ConnState,
+    rbuf: &mut BytesMut,
+    versions: &NegotiatedVersions,
+) -> Result<()> {
+    let creds = config.sasl_credentials().ok_or_else(|| {
+        Error::Misuse("a SASL security protocol needs sasl.username or sasl.jaas.config".into())
+    })?;
+    let peer = state.peer().clone();
+    let mechanism = creds.mechanism.wire_name().to_string();
+    let hv = versions
+        .version(ApiKey::SASL_HANDSHAKE)
+        .ok_or_else(|| protocol(&peer, "broker does not offer SaslHandshake"))?;
+    let hs = roundtrip(
+        stream,
+        state,
+        rbuf,
+        hv,
+        &SaslHandshakeRequest {
+            mechanism: KString::from(mechanism.as_str()),
+        },
+    )
+    .await?;
+    if hs.error_code != 0 {
+        let offered: Vec<&str> = hs.mechanisms.iter().map(|m| m.as_str()).collect();
+        return Err(Error::Broker(BrokerError::new(hs.error_code).with_message(
+            format!("mechanism {mechanism} refused; the broker offers {offered:?}"),
+        )));
+    }
+    // KIP-152: from SaslHandshake v1 the tokens travel in SaslAuthenticate requests.
+    let av = versions
+        .version(ApiKey::SASL_AUTHENTICATE)
+        .ok_or_else(|| protocol(&peer, "broker does not offer SaslAuthenticate"))?;
+    let mut session = SaslSession::new(&creds);
+    let mut token = session.start(&mut OsRandom)?;
+    loop {
+        let resp = roundtrip(
+            stream,
+            state,
+            rbuf,
+            av,
+            &SaslAuthenticateRequest {
+                auth_bytes: Bytes::from(token),
+                ..Default::default()
+            },
+        )
+        .await?;
+        if resp.error_code != 0 {
+            let mut e = BrokerError::new(resp.error_code);
+            if let Some(m) = resp.error_message {
+                e = e.with_message(m.as_str());
+            }
+            return Err(Error::Broker(e));
+        }
+        match session.step(&resp.auth_bytes)? {
+            Some(next) => token = next,
+            None => break,
+        }
+        if session.is_complete() {
+            break;
+        }
+    }
+    if !session.is_complete() {
+        return Err(protocol(&peer, "SASL exchange ended early"));
+    }
+    tracing::debug!(%peer, mechanism, "authenticated");
+    Ok(())
+}
+
+fn protocol(peer: &Peer, msg: &str) -> Error {
+    Error::Protocol {
+        peer: peer.clone(),
+        kind: ProtocolErrorKind::Invalid(msg.to_string()),
+    }
+}
