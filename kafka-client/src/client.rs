@@ -134,7 +134,9 @@ impl Client {
         }
         let selection = self.inner.cache.lock().unwrap().selection();
         let result = self
-            .send_any(Purpose::Control, |version| metadata_request(&selection, version))
+            .send_any(Purpose::Control, |version| {
+                metadata_request(&selection, version)
+            })
             .await;
         let now = Instant::now();
         match result {
@@ -423,7 +425,9 @@ async fn refresh_loop(weak: Weak<Inner>) {
         }
         let due = inner.cache.lock().unwrap().poll_timeout();
         // Wake at least every second to notice the last handle going away.
-        let until = due.max(Instant::now()).min(Instant::now() + Duration::from_secs(1));
+        let until = due
+            .max(Instant::now())
+            .min(Instant::now() + Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep_until(until.into()) => {}
             _ = inner.refresh_wake.notified() => {}

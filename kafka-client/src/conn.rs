@@ -187,9 +187,7 @@ mod tests {
 
     fn state() -> ConnState {
         ConnState::new(
-            Peer::Bootstrap {
-                addr: "x:1".into(),
-            },
+            Peer::Bootstrap { addr: "x:1".into() },
             Some("t".into()),
             1 << 20,
             1 << 20,
@@ -230,8 +228,8 @@ mod tests {
         for byte in wire {
             buf.put_u8(byte);
             while let Some(ans) = s.read_response(&mut buf).unwrap() {
-                let body =
-                    ApiVersionsResponse::decode(&mut ans.body.clone(), ans.request.version).unwrap();
+                let body = ApiVersionsResponse::decode(&mut ans.body.clone(), ans.request.version)
+                    .unwrap();
                 assert_eq!(body, ApiVersionsResponse::default());
                 got.push(ans.request.correlation_id);
             }
@@ -244,8 +242,14 @@ mod tests {
     fn wrong_correlation_id_is_a_protocol_error() {
         let mut s = state();
         let mut out = BytesMut::new();
-        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), true, &mut out)
-            .unwrap();
+        s.write_request(
+            Instant::now(),
+            3,
+            &ApiVersionsRequest::default(),
+            true,
+            &mut out,
+        )
+        .unwrap();
         let mut buf = api_versions_answer(7, 3);
         let err = s.read_response(&mut buf).unwrap_err();
         assert!(matches!(
@@ -274,8 +278,14 @@ mod tests {
     fn hostile_length_is_refused_before_buffering() {
         let mut s = state();
         let mut out = BytesMut::new();
-        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), true, &mut out)
-            .unwrap();
+        s.write_request(
+            Instant::now(),
+            3,
+            &ApiVersionsRequest::default(),
+            true,
+            &mut out,
+        )
+        .unwrap();
         let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0][..]);
         assert!(matches!(
             s.read_response(&mut buf),
@@ -289,8 +299,14 @@ mod tests {
     fn truncated_header_is_a_protocol_error() {
         let mut s = state();
         let mut out = BytesMut::new();
-        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), true, &mut out)
-            .unwrap();
+        s.write_request(
+            Instant::now(),
+            3,
+            &ApiVersionsRequest::default(),
+            true,
+            &mut out,
+        )
+        .unwrap();
         // A complete frame of 2 bytes: too short for a correlation id.
         let mut buf = BytesMut::from(&[0, 0, 0, 2, 0, 0][..]);
         assert!(matches!(
@@ -304,7 +320,9 @@ mod tests {
         let mut s = ConnState::new(Peer::Unknown, None, 8, 1 << 20);
         let mut out = BytesMut::new();
         let req = MetadataRequest::default();
-        assert!(s.write_request(Instant::now(), 12, &req, true, &mut out).is_err());
+        assert!(s
+            .write_request(Instant::now(), 12, &req, true, &mut out)
+            .is_err());
         assert!(out.is_empty());
         assert_eq!(s.in_flight(), 0);
     }
@@ -313,8 +331,14 @@ mod tests {
     fn acks_zero_requests_are_not_awaited() {
         let mut s = state();
         let mut out = BytesMut::new();
-        s.write_request(Instant::now(), 3, &ApiVersionsRequest::default(), false, &mut out)
-            .unwrap();
+        s.write_request(
+            Instant::now(),
+            3,
+            &ApiVersionsRequest::default(),
+            false,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.oldest_sent_at(), None);
     }

@@ -220,8 +220,7 @@ impl ClusterMetadata {
             return false;
         };
         let p = &t.partitions[i];
-        if leader_epoch < p.leader_epoch || (leader_epoch == p.leader_epoch && p.leader == leader)
-        {
+        if leader_epoch < p.leader_epoch || (leader_epoch == p.leader_epoch && p.leader == leader) {
             return false;
         }
         let tm = Arc::make_mut(t);
@@ -357,7 +356,11 @@ impl MetadataCache {
 
     /// A response arrived: replace the snapshot. Topics of interest the broker does not know keep
     /// their error in the snapshot (so waiters can report `UNKNOWN_TOPIC_OR_PARTITION`).
-    pub fn apply_response(&mut self, now: Instant, resp: &MetadataResponse) -> Arc<ClusterMetadata> {
+    pub fn apply_response(
+        &mut self,
+        now: Instant,
+        resp: &MetadataResponse,
+    ) -> Arc<ClusterMetadata> {
         let mut snap = ClusterMetadata::from_response(resp, now);
         // A response to a request for some topics must not forget others we know (a narrower
         // request by another caller): keep the topics the response did not mention.
@@ -468,8 +471,15 @@ mod tests {
         assert_eq!(m.leader("t", 0).unwrap().id, 1);
         assert!(m.apply_leader_hint("t", 0, 2, 6));
         assert_eq!(m.leader("t", 0).unwrap().id, 2);
-        assert_eq!(m.leader("t", 1).unwrap().id, 1, "other partitions untouched");
-        assert!(!m.apply_leader_hint("t", 0, 2, 6), "same hint twice is no change");
+        assert_eq!(
+            m.leader("t", 1).unwrap().id,
+            1,
+            "other partitions untouched"
+        );
+        assert!(
+            !m.apply_leader_hint("t", 0, 2, 6),
+            "same hint twice is no change"
+        );
         assert!(!m.apply_leader_hint("nope", 0, 2, 9));
     }
 
@@ -483,11 +493,17 @@ mod tests {
         assert!(c.needs_refresh(t0 + Duration::from_secs(300)), "max age");
 
         c.request_refresh(false);
-        assert!(!c.needs_refresh(t0 + Duration::from_secs(4)), "min interval holds");
+        assert!(
+            !c.needs_refresh(t0 + Duration::from_secs(4)),
+            "min interval holds"
+        );
         assert!(c.needs_refresh(t0 + Duration::from_secs(5)));
 
         c.request_refresh(true);
-        assert!(c.needs_refresh(t0 + Duration::from_millis(1)), "urgent ignores it");
+        assert!(
+            c.needs_refresh(t0 + Duration::from_millis(1)),
+            "urgent ignores it"
+        );
         c.request_refresh(false);
         assert!(
             c.needs_refresh(t0 + Duration::from_millis(1)),

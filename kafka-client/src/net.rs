@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::{KString, Request};
-use kafka_wire::messages::{
-    ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
-};
+use kafka_wire::messages::{ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_wire::versions::NegotiatedVersions;
 use kafka_wire::{ApiKey, Decode, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -66,7 +64,13 @@ impl Shared {
         tracing::debug!(peer = %self.peer, error = %err, "connection closed");
         *self.close_error.lock().unwrap() = Some(err.clone());
         self.state.lock().unwrap().fail_all();
-        let replies: Vec<Reply> = self.replies.lock().unwrap().drain().map(|(_, r)| r).collect();
+        let replies: Vec<Reply> = self
+            .replies
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
         for r in replies {
             let _ = r.send(Err(err.clone()));
         }
@@ -106,8 +110,7 @@ impl Connection {
     /// the configured connect timeout (the SASL exchange included).
     pub async fn connect(config: &ClientConfig, addr: &str, peer: Peer) -> Result<Connection> {
         let timeout = config.connect_timeout;
-        match tokio::time::timeout(timeout, Self::connect_inner(config, addr, peer.clone())).await
-        {
+        match tokio::time::timeout(timeout, Self::connect_inner(config, addr, peer.clone())).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout {
                 what: "connection setup",
@@ -247,7 +250,9 @@ impl Connection {
         version: i16,
         req: R,
     ) -> Result<R::Response> {
-        let rx = self.submit(version, req, true)?.expect("expects a response");
+        let rx = self
+            .submit(version, req, true)?
+            .expect("expects a response");
         let timeout = self.request_timeout;
         let (version, body) = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,

@@ -28,7 +28,9 @@ fn config(bootstrap: &str) -> ClientConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connects_negotiates_and_reads_metadata() {
-    let cluster = testkit::shared_cluster(1).await.expect("the testkit cluster must start");
+    let cluster = testkit::shared_cluster(1)
+        .await
+        .expect("the testkit cluster must start");
     let client = Client::connect(config(&cluster.bootstrap())).await.unwrap();
     let meta = client.metadata();
     assert_eq!(meta.brokers.len(), 1, "{meta:?}");
@@ -215,7 +217,9 @@ async fn serve(mut sock: TcpStream, port: u16, real_id: i32, real_addr: String, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_from_one_broker_resets_its_connection_and_spares_the_others() {
-    let cluster = testkit::shared_cluster(1).await.expect("the testkit cluster must start");
+    let cluster = testkit::shared_cluster(1)
+        .await
+        .expect("the testkit cluster must start");
     let real = Client::connect(config(&cluster.bootstrap())).await.unwrap();
     let real_meta = real.metadata();
     let (&real_id, real_info) = real_meta.brokers.iter().next().unwrap();
