@@ -190,7 +190,12 @@ impl Connection {
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(shared.clone(), writer, rx));
-        tokio::spawn(read_loop(shared.clone(), reader, rbuf));
+        tokio::spawn(read_loop(
+            shared.clone(),
+            reader,
+            rbuf,
+            config.connections_max_idle,
+        ));
         tracing::debug!(%peer, "connected");
         Ok(Connection {
             shared,
@@ -374,6 +379,7 @@ async fn read_loop(
     shared: Arc<Shared>,
     mut reader: tokio::io::ReadHalf<Box<dyn Stream>>,
     mut buf: BytesMut,
+    max_idle: Duration,
 ) {
     loop {
         // Deliver every complete response already buffered.
@@ -404,7 +410,31 @@ async fn read_loop(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        match reader.read_buf(&mut buf).await {
+        // With nothing in flight, a read that waits longer than `connections.max.idle.ms` means
+        // the connection is idle: close it (the broker would, at its own idle limit, and a
+        // request written at that moment would fail). The owner reconnects on demand.
+        let read = if shared.state.lock().unwrap().in_flight() == 0 {
+            match tokio::time::timeout(max_idle, reader.read_buf(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) if shared.state.lock().unwrap().in_flight() == 0 => {
+                    tracing::debug!(peer = %shared.peer, "closing idle connection");
+                    // Retriable: a request racing with the close is simply sent again.
+                    shared.close(Error::io(
+                        shared.peer.clone(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "idle connection closed (connections.max.idle.ms)",
+                        ),
+                    ));
+                    return;
+                }
+                // A request went out while we waited: keep reading for its answer.
+                Err(_) => continue,
+            }
+        } else {
+            reader.read_buf(&mut buf).await
+        };
+        match read {
             Ok(0) => {
                 shared.close(Error::io(
                     shared.peer.clone(),

@@ -78,6 +78,35 @@ async fn connects_negotiates_and_reads_metadata() {
     client.close();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_close_and_reopen_on_demand() {
+    let cluster = testkit::shared_cluster(1)
+        .await
+        .expect("the testkit cluster must start");
+    let mut cfg = config(&cluster.bootstrap());
+    cfg.connections_max_idle(Duration::from_millis(300));
+    let client = Client::connect(cfg).await.unwrap();
+    let node = *client.metadata().brokers.keys().next().unwrap();
+    let conn = client.connection(node, Purpose::Fetch).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !conn.is_closed() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle connection never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let resp = client
+        .send(node, Purpose::Fetch, |_| MetadataRequest {
+            topics: Some(vec![]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.brokers.len(), 1);
+    client.close();
+}
+
 #[tokio::test]
 async fn unreachable_bootstrap_fails_with_io_error() {
     // A port nobody listens on: bind, learn the port, close.
