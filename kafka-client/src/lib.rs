@@ -31,19 +31,22 @@
 
 pub use kafka_wire;
 
+pub mod admin;
 pub mod backoff;
 pub mod client;
-pub mod conn;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod metadata;
 pub mod net;
+pub mod offsets;
 pub mod partitioner;
 pub mod rng;
 pub mod sasl;
 mod tls;
 pub mod types;
 
+pub use admin::Admin;
 pub use client::{Client, Purpose};
 pub use error::{BrokerError, Error, Result};
 pub use metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMetadata};

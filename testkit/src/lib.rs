@@ -57,6 +57,7 @@ pub mod cluster;
 pub mod dist;
 pub mod probe;
 pub mod proxy;
+pub mod security;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
