@@ -753,7 +753,8 @@ config_struct! {
         ssl_keystore_type / get_ssl_keystore_type: String = "PEM".to_string(), "ssl.keystore.type";
         /// Password of an encrypted private key (redacted in `Debug`). Default none.
         ssl_key_password / get_ssl_key_password: Option<Secret> = None, "ssl.key.password";
-        /// `https` verifies the broker's host name against its certificate; empty disables it.
+        /// `https` verifies the broker's host name against its certificate; empty disables that
+        /// check only (the certificate chain is still verified against the trust store).
         /// Default `https`.
         ssl_endpoint_identification_algorithm / get_ssl_endpoint_identification_algorithm: String = "https".to_string(), "ssl.endpoint.identification.algorithm";
     }

@@ -97,14 +97,18 @@ impl Error {
     ///
     /// - broker errors: as Kafka classifies the code (`RetriableException` in Java);
     /// - I/O errors and timeouts: yes (a new connection may work; for writes, idempotence
-    ///   decides whether a retry is safe, not this predicate);
+    ///   decides whether a retry is safe, not this predicate), except a failed TLS handshake
+    ///   (a certificate the client does not trust will not become trusted by retrying);
     /// - protocol violations: no (retrying against the same broker build repeats the violation;
     ///   the connection is dropped and the error surfaced);
     /// - everything else: no.
     pub fn is_retriable(&self) -> bool {
         match self {
             Error::Broker(b) => b.is_retriable(),
-            Error::Io { .. } | Error::Timeout { .. } => true,
+            // A TLS handshake failure (an untrusted or mismatched certificate: rustls reports
+            // it as InvalidData) repeats on every attempt; other I/O errors may not.
+            Error::Io { source, .. } => source.kind() != std::io::ErrorKind::InvalidData,
+            Error::Timeout { .. } => true,
             Error::Protocol { .. }
             | Error::Encode(_)
             | Error::Closed
@@ -350,6 +354,14 @@ mod tests {
         assert!(!BrokerError::new(ErrorCode::INVALID_PRODUCER_EPOCH).is_fatal());
         let io = Error::io(Peer::Unknown, std::io::Error::other("reset"));
         assert!(io.is_retriable() && !io.is_fatal());
+        let tls = Error::io(
+            Peer::Unknown,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid peer certificate"),
+        );
+        assert!(
+            !tls.is_retriable(),
+            "a certificate failure repeats on retry"
+        );
         let t = Error::Timeout {
             what: "metadata",
             after: Duration::from_secs(1),
