@@ -1,6 +1,9 @@
 //! kafka-client integration tests (one binary; modules per area).
 
 mod admin;
+mod balancer_java;
 mod client;
+mod consumer;
+mod interop;
 mod java;
 mod security;

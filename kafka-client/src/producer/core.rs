@@ -1,0 +1,960 @@
+//! The sans-IO core of the producer: accumulator, idempotence bookkeeping and delivery timeouts.
+//!
+//! Inputs, each with the current time: [`Core::append`] (a record from the application),
+//! [`Core::handle_response`] (the outcome of a Produce request, or the connection error that
+//! ended it), [`Core::set_producer_id`] (an InitProducerId answer), [`Core::handle_timeout`]
+//! (delivery timeouts). Outputs: [`Core::poll_transmit`] (the Produce requests to send now, per
+//! broker), [`Core::poll_timeout`] (when to call again), [`Core::needs_producer_id`].
+//!
+//! Ordering rules (SEMANTICS.md, "Idempotent producer"):
+//! - batches of a partition stay in one queue, in sequence order, until they are finished;
+//! - a batch gets its sequence the first time it is sent and keeps it across retries, so the
+//!   broker can deduplicate a retry of a batch that was written but not acknowledged;
+//! - after an error, the partition sends nothing until all its in-flight batches are answered,
+//!   then resends from the first unfinished batch;
+//! - a batch is failed by the delivery timeout only when no batch at or behind it is in flight,
+//!   and then every batch behind it fails too, so the log never has a gap; if a failed batch had
+//!   a sequence, the producer id is renewed (KIP-360) so the next sequence is accepted.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_wire::codec::Uuid;
+use kafka_wire::messages::ProduceResponse;
+use kafka_wire::records::{BatchBuilder, BatchOptions, HEADER_LEN};
+use kafka_wire::{Codec, ErrorCode};
+use tokio::sync::oneshot;
+
+use crate::config::{Acks, ProducerConfig};
+use crate::error::{BrokerError, Error, Result};
+use crate::metadata::ClusterMetadata;
+use crate::partitioner::{PartitionLoad, Partitioner};
+use crate::rng::SeededRng;
+use crate::types::TopicPartition;
+
+use super::{ProducerRecord, RecordMetadata};
+
+/// The broker's default `message.max.bytes`: the largest batch, before compression.
+pub const MAX_BATCH_BYTES: usize = 1_000_012;
+
+/// Where the delivery result of one record goes.
+pub(crate) type Reply = oneshot::Sender<Result<RecordMetadata>>;
+
+/// The settings the core needs, taken from [`ProducerConfig`].
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    pub acks: Acks,
+    pub idempotent: bool,
+    pub linger: Duration,
+    pub batch_size: usize,
+    pub buffer_memory: usize,
+    pub max_request_size: usize,
+    pub max_in_flight: usize,
+    pub compression: Codec,
+    pub compression_level: Option<i32>,
+    pub delivery_timeout: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub retry_backoff_max: Duration,
+}
+
+impl CoreConfig {
+    pub fn from_producer(c: &ProducerConfig) -> CoreConfig {
+        let compression = *c.get_compression();
+        let compression_level = match compression {
+            Codec::Gzip => *c.get_compression_gzip_level(),
+            Codec::Lz4 => *c.get_compression_lz4_level(),
+            Codec::Zstd => *c.get_compression_zstd_level(),
+            _ => None,
+        };
+        CoreConfig {
+            acks: *c.get_acks(),
+            idempotent: c.idempotent(),
+            linger: *c.get_linger(),
+            batch_size: *c.get_batch_size(),
+            buffer_memory: *c.get_buffer_memory(),
+            max_request_size: *c.get_max_request_size(),
+            max_in_flight: if c.idempotent() {
+                (*c.get_max_in_flight_per_partition()).clamp(1, 5)
+            } else {
+                (*c.get_max_in_flight_per_partition()).max(1)
+            },
+            compression,
+            compression_level,
+            delivery_timeout: *c.get_delivery_timeout(),
+            retries: *c.get_retries(),
+            retry_backoff: *c.client().get_retry_backoff(),
+            retry_backoff_max: *c.client().get_retry_backoff_max(),
+        }
+    }
+
+    /// The largest record batch (and so record) this producer writes.
+    pub fn max_batch_bytes(&self) -> usize {
+        self.max_request_size.min(MAX_BATCH_BYTES)
+    }
+}
+
+/// `seq + n`, wrapping at `i32::MAX` to 0 as the broker does.
+pub fn next_sequence(seq: i32, n: i32) -> i32 {
+    ((i64::from(seq) + i64::from(n)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Writes producer id, epoch and base sequence into a finished v2 batch and recomputes its CRC.
+pub fn patch_batch(bytes: &Bytes, producer_id: i64, epoch: i16, base_sequence: i32) -> Bytes {
+    if bytes.len() < HEADER_LEN {
+        return bytes.clone();
+    }
+    let mut b = BytesMut::with_capacity(bytes.len());
+    b.extend_from_slice(bytes);
+    (&mut b[43..51]).put_i64(producer_id);
+    (&mut b[51..53]).put_i16(epoch);
+    (&mut b[53..57]).put_i32(base_sequence);
+    let crc = crc32c::crc32c(&b[21..]);
+    (&mut b[17..21]).put_u32(crc);
+    b.freeze()
+}
+
+struct PendingRecord {
+    reply: Option<Reply>,
+    timestamp: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchState {
+    /// Open or sealed, waiting to be sent (again).
+    Queued,
+    /// In request `req`.
+    InFlight { req: u64 },
+}
+
+struct Batch {
+    id: u64,
+    builder: Option<BatchBuilder>,
+    bytes: Option<Bytes>,
+    records: Vec<PendingRecord>,
+    created: Instant,
+    /// Bytes counted against `buffer.memory`.
+    reserved: usize,
+    /// Sequence and producer (id, epoch) the batch was given when first sent.
+    seq: Option<(i32, i64, i16)>,
+    state: BatchState,
+    attempts: u32,
+    /// Sealed: no more records go in.
+    full: bool,
+}
+
+impl Batch {
+    fn count(&self) -> i32 {
+        self.records.len() as i32
+    }
+
+    fn fail(&mut self, err: &Error) {
+        for r in &mut self.records {
+            if let Some(reply) = r.reply.take() {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct PartitionState {
+    queue: VecDeque<Batch>,
+    next_seq: i32,
+    last_acked_offset: i64,
+    in_flight: usize,
+    backoff_until: Option<Instant>,
+    /// Consecutive failed attempts (for the backoff).
+    errors: u32,
+}
+
+impl PartitionState {
+    /// Retry mode: a batch that already has a sequence waits to be resent; nothing new may go
+    /// out until every in-flight batch of the partition is answered.
+    fn must_drain(&self) -> bool {
+        self.in_flight > 0
+            && self
+                .queue
+                .iter()
+                .any(|b| b.state == BatchState::Queued && b.seq.is_some())
+    }
+}
+
+/// One batch of a [`Transmit`].
+#[derive(Debug, Clone)]
+pub struct TransmitBatch {
+    pub tp: TopicPartition,
+    pub topic_id: Uuid,
+    pub batch_id: u64,
+    pub records: Bytes,
+}
+
+/// A Produce request to send to `node`.
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    pub node: i32,
+    pub req: u64,
+    pub batches: Vec<TransmitBatch>,
+}
+
+/// What the driver should do after a response.
+#[derive(Debug, Default, Clone)]
+pub struct ResponseActions {
+    pub refresh_metadata: bool,
+    /// KIP-951 hints: (topic, partition, leader, leader epoch).
+    pub leader_hints: Vec<(String, i32, i32, i32)>,
+}
+
+/// Why [`Core::append`] refused a record.
+pub enum AppendError {
+    /// Not enough buffer memory now; try again later (the record is given back).
+    Full(Box<ProducerRecord>),
+    /// The record can never be produced.
+    Failed(Error),
+}
+
+struct InFlightReq {
+    batches: Vec<(TopicPartition, Uuid, u64)>,
+}
+
+/// The producer's state machine.
+pub struct Core {
+    cfg: CoreConfig,
+    partitioner: Partitioner,
+    rng: SeededRng,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+    requests: HashMap<u64, InFlightReq>,
+    next_batch_id: u64,
+    next_req_id: u64,
+    buffer_used: usize,
+    /// (producer id, epoch), once known.
+    producer: Option<(i64, i16)>,
+    /// The producer id must be renewed once nothing is in flight.
+    need_reset: bool,
+    /// Batches with an id up to this are sent without waiting for linger.
+    flush_upto: u64,
+    closing: bool,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, partitioner: Partitioner, seed: u64) -> Core {
+        let producer = if cfg.idempotent { None } else { Some((-1, -1)) };
+        Core {
+            cfg,
+            partitioner,
+            rng: SeededRng::new(seed),
+            partitions: BTreeMap::new(),
+            requests: HashMap::new(),
+            next_batch_id: 1,
+            next_req_id: 1,
+            buffer_used: 0,
+            producer,
+            need_reset: false,
+            flush_upto: 0,
+            closing: false,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Bytes of buffer memory in use.
+    pub fn buffer_used(&self) -> usize {
+        self.buffer_used
+    }
+
+    /// Records not finished yet.
+    pub fn pending_records(&self) -> usize {
+        self.partitions
+            .values()
+            .flat_map(|p| p.queue.iter())
+            .map(|b| b.records.len())
+            .sum()
+    }
+
+    /// The id of the newest batch so far (for [`Core::flush`] / [`Core::flushed`]).
+    pub fn last_batch_id(&self) -> u64 {
+        self.next_batch_id - 1
+    }
+
+    /// Sends every batch that exists now without waiting for linger; returns the mark to pass
+    /// to [`Core::flushed`].
+    pub fn flush(&mut self) -> u64 {
+        self.flush_upto = self.last_batch_id();
+        self.flush_upto
+    }
+
+    /// Whether every batch up to `mark` is finished.
+    pub fn flushed(&self, mark: u64) -> bool {
+        !self
+            .partitions
+            .values()
+            .flat_map(|p| p.queue.iter())
+            .any(|b| b.id <= mark)
+    }
+
+    /// From now on, send everything at once (the producer is closing).
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Requests in flight.
+    pub fn in_flight_requests(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Whether the driver should send InitProducerId now.
+    pub fn needs_producer_id(&self) -> bool {
+        self.cfg.idempotent
+            && (self.producer.is_none() || self.need_reset)
+            && self.requests.is_empty()
+    }
+
+    /// The producer id and epoch in use.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.producer
+    }
+
+    /// Installs a (new) producer id: every partition's sequence restarts at 0 and batches that
+    /// had a sequence under the old id get a new one when they are resent.
+    pub fn set_producer_id(&mut self, producer_id: i64, epoch: i16) {
+        let renewed = self.producer.is_some();
+        self.producer = Some((producer_id, epoch));
+        self.need_reset = false;
+        if renewed {
+            tracing::debug!(producer_id, epoch, "producer id renewed, sequences reset");
+        }
+        for p in self.partitions.values_mut() {
+            p.next_seq = 0;
+            p.last_acked_offset = -1;
+            for b in &mut p.queue {
+                if b.state == BatchState::Queued {
+                    b.seq = None;
+                }
+            }
+        }
+    }
+
+    /// Fails every pending record with `err` (InitProducerId failed for good, or the producer
+    /// is being torn down).
+    pub fn fail_all(&mut self, err: &Error) {
+        for p in self.partitions.values_mut() {
+            for mut b in p.queue.drain(..) {
+                b.fail(err);
+            }
+            p.in_flight = 0;
+        }
+        self.requests.clear();
+        self.buffer_used = 0;
+    }
+
+    /// Appends a record to its partition's open batch (or a new one). `num_partitions` is the
+    /// topic's partition count; `now_ms` the wall clock for a record without a timestamp.
+    pub fn append(
+        &mut self,
+        now: Instant,
+        now_ms: i64,
+        num_partitions: i32,
+        record: ProducerRecord,
+    ) -> std::result::Result<oneshot::Receiver<Result<RecordMetadata>>, AppendError> {
+        let timestamp = record.timestamp.unwrap_or(now_ms);
+        let headers: Vec<(&str, Option<&[u8]>)> = record
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref()))
+            .collect();
+        let max = self.cfg.max_batch_bytes();
+        // A fresh batch of our own tells the record's size (the timestamp delta is 0).
+        let probe = BatchBuilder::new(BatchOptions::default());
+        let size = match probe.record_size(
+            timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        ) {
+            Ok(n) => n,
+            Err(e) => return Err(AppendError::Failed(Error::Encode(e))),
+        };
+        // Some slack for a larger timestamp delta / offset delta varint inside a batch.
+        let worst = size + 16;
+        if HEADER_LEN + size > max || HEADER_LEN + worst > self.cfg.buffer_memory {
+            return Err(AppendError::Failed(Error::Broker(
+                BrokerError::new(ErrorCode::MESSAGE_TOO_LARGE)
+                    .with_topic(record.topic.clone())
+                    .with_message(format!(
+                        "the record takes {} bytes in a batch, more than the {} allowed",
+                        HEADER_LEN + size,
+                        max.min(self.cfg.buffer_memory)
+                    )),
+            )));
+        }
+        let (partition, choice) = match record.partition {
+            Some(p) if p >= 0 && p < num_partitions => (p, None),
+            Some(p) => {
+                return Err(AppendError::Failed(Error::Broker(
+                    BrokerError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+                        .with_partition(record.topic.clone(), p),
+                )))
+            }
+            None => {
+                let load = PartitionLoad::uniform(num_partitions);
+                match self.partitioner.partition(
+                    &record.topic,
+                    record.key.as_deref(),
+                    &load,
+                    &mut self.rng,
+                ) {
+                    Some(c) => (c.partition, Some(c)),
+                    None => {
+                        return Err(AppendError::Failed(Error::Broker(
+                            BrokerError::new(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+                                .with_topic(record.topic.clone())
+                                .with_message("the topic has no partitions"),
+                        )))
+                    }
+                }
+            }
+        };
+        let tp = TopicPartition::new(record.topic.clone(), partition);
+        let batch_size = self.cfg.batch_size;
+        let part = self
+            .partitions
+            .entry(tp.clone())
+            .or_insert_with(|| PartitionState {
+                last_acked_offset: -1,
+                ..Default::default()
+            });
+        // Does the record go into the open batch?
+        let fits_open = part.queue.back().is_some_and(|b| {
+            b.state == BatchState::Queued
+                && !b.full
+                && b.builder.as_ref().is_some_and(|bb| {
+                    bb.would_fit(
+                        timestamp,
+                        record.key.as_deref(),
+                        record.value.as_deref(),
+                        &headers,
+                    ) && bb.estimated_size() + size <= batch_size
+                })
+        });
+        let need = if fits_open { worst } else { HEADER_LEN + worst };
+        if self.buffer_used + need > self.cfg.buffer_memory {
+            drop(headers);
+            return Err(AppendError::Full(Box::new(record)));
+        }
+        if !fits_open {
+            if let Some(b) = part.queue.back_mut() {
+                b.full = true;
+            }
+            let options = BatchOptions {
+                compression: self.cfg.compression,
+                compression_level: self.cfg.compression_level,
+                max_batch_bytes: max,
+                ..Default::default()
+            };
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            part.queue.push_back(Batch {
+                id,
+                builder: Some(BatchBuilder::new(options)),
+                bytes: None,
+                records: Vec::new(),
+                created: now,
+                reserved: HEADER_LEN,
+                seq: None,
+                state: BatchState::Queued,
+                attempts: 0,
+                full: false,
+            });
+            self.buffer_used += HEADER_LEN;
+        }
+        let Some(batch) = part.queue.back_mut() else {
+            return Err(AppendError::Failed(Error::Closed));
+        };
+        let Some(builder) = batch.builder.as_mut() else {
+            return Err(AppendError::Failed(Error::Closed));
+        };
+        let before = builder.estimated_size();
+        if let Err(e) = builder.append(
+            timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &headers,
+        ) {
+            return Err(AppendError::Failed(Error::Encode(e)));
+        }
+        let added = builder.estimated_size() - before;
+        if builder.estimated_size() + 64 >= batch_size {
+            batch.full = true;
+        }
+        let batch_full = batch.full;
+        batch.reserved += added;
+        self.buffer_used += added;
+        let (tx, rx) = oneshot::channel();
+        batch.records.push(PendingRecord {
+            reply: Some(tx),
+            timestamp,
+        });
+        drop(headers);
+        if let Some(c) = choice {
+            let load = PartitionLoad::uniform(num_partitions);
+            self.partitioner.record_appended(
+                &record.topic,
+                c,
+                added,
+                batch_full,
+                &load,
+                &mut self.rng,
+            );
+        }
+        Ok(rx)
+    }
+
+    fn batch_ready(&self, b: &Batch, now: Instant, behind: bool) -> bool {
+        b.bytes.is_some()
+            || b.full
+            || behind
+            || self.closing
+            || b.id <= self.flush_upto
+            || now >= b.created + self.cfg.linger
+    }
+
+    /// The Produce requests to send now, given the current metadata (leaders and topic ids).
+    /// Requests to one broker must be written in the order returned.
+    pub fn poll_transmit(&mut self, now: Instant, meta: &ClusterMetadata) -> Vec<Transmit> {
+        let Some((pid, epoch)) = self.producer else {
+            return Vec::new();
+        };
+        if self.need_reset {
+            return Vec::new();
+        }
+        let acks0 = self.cfg.acks == Acks::None;
+        // Per partition: the batches to send, in order.
+        let mut picked: Vec<(i32, TopicPartition, Uuid, Vec<u64>)> = Vec::new();
+        let keys: Vec<TopicPartition> = self.partitions.keys().cloned().collect();
+        for tp in keys {
+            let Some(topic) = meta.topics.get(&tp.topic) else {
+                continue;
+            };
+            let leader = topic.partition(tp.partition).map_or(-1, |p| p.leader);
+            if leader < 0 {
+                continue;
+            }
+            let Some(part) = self.partitions.get(&tp) else {
+                continue;
+            };
+            if part.backoff_until.is_some_and(|t| now < t) || part.must_drain() {
+                continue;
+            }
+            let mut room = self.cfg.max_in_flight.saturating_sub(part.in_flight);
+            let mut ids = Vec::new();
+            let n = part.queue.len();
+            for (i, b) in part.queue.iter().enumerate() {
+                if room == 0 {
+                    break;
+                }
+                if b.state != BatchState::Queued {
+                    continue;
+                }
+                if !self.batch_ready(b, now, i + 1 < n) {
+                    break;
+                }
+                ids.push(b.id);
+                room -= 1;
+            }
+            if !ids.is_empty() {
+                picked.push((leader, tp, topic.topic_id, ids));
+            }
+        }
+        // Seal, sequence and stamp the picked batches.
+        let mut per_node: BTreeMap<i32, Vec<Vec<TransmitBatch>>> = BTreeMap::new();
+        for (leader, tp, topic_id, ids) in picked {
+            let Some(part) = self.partitions.get_mut(&tp) else {
+                continue;
+            };
+            let mut list = Vec::new();
+            let mut failed = Vec::new();
+            for id in ids {
+                let Some(b) = part.queue.iter_mut().find(|b| b.id == id) else {
+                    continue;
+                };
+                b.full = true;
+                if let Some(builder) = b.builder.take() {
+                    match builder.finish() {
+                        Ok(bytes) => b.bytes = Some(bytes),
+                        Err(e) => {
+                            failed.push((id, Error::Encode(e)));
+                            continue;
+                        }
+                    }
+                }
+                let Some(bytes) = b.bytes.clone() else {
+                    continue;
+                };
+                let records = if self.cfg.idempotent {
+                    let (seq, _, _) = *b.seq.get_or_insert_with(|| {
+                        let s = part.next_seq;
+                        part.next_seq = next_sequence(s, b.records.len() as i32);
+                        (s, pid, epoch)
+                    });
+                    patch_batch(&bytes, pid, epoch, seq)
+                } else {
+                    bytes
+                };
+                b.attempts += 1;
+                list.push(TransmitBatch {
+                    tp: tp.clone(),
+                    topic_id,
+                    batch_id: id,
+                    records,
+                });
+            }
+            for (id, err) in failed {
+                self.finish_batch_err(&tp, id, err);
+            }
+            let slots = per_node.entry(leader).or_default();
+            for (i, tb) in list.into_iter().enumerate() {
+                if slots.len() <= i {
+                    slots.push(Vec::new());
+                }
+                slots[i].push(tb);
+            }
+        }
+        // Split into requests under max.request.size: the i-th batches of each partition go in
+        // the i-th group, so a partition's batches go out in order and one per request.
+        let mut out = Vec::new();
+        let limit = self.cfg.max_request_size;
+        for (node, groups) in per_node {
+            for group in groups {
+                let mut cur: Vec<TransmitBatch> = Vec::new();
+                let mut size = 0usize;
+                for tb in group {
+                    let n = tb.records.len() + 64;
+                    if !cur.is_empty() && size + n > limit {
+                        out.push(self.make_transmit(node, std::mem::take(&mut cur), acks0));
+                        size = 0;
+                    }
+                    size += n;
+                    cur.push(tb);
+                }
+                if !cur.is_empty() {
+                    out.push(self.make_transmit(node, cur, acks0));
+                }
+            }
+        }
+        out
+    }
+
+    fn make_transmit(&mut self, node: i32, batches: Vec<TransmitBatch>, acks0: bool) -> Transmit {
+        let req = self.next_req_id;
+        self.next_req_id += 1;
+        if acks0 {
+            // No response will come: the records are done once written.
+            for tb in &batches {
+                self.finish_batch_ok(&tb.tp, tb.batch_id, -1, -1);
+            }
+        } else {
+            for tb in &batches {
+                if let Some(part) = self.partitions.get_mut(&tb.tp) {
+                    if let Some(b) = part.queue.iter_mut().find(|b| b.id == tb.batch_id) {
+                        b.state = BatchState::InFlight { req };
+                        part.in_flight += 1;
+                    }
+                }
+            }
+            self.requests.insert(
+                req,
+                InFlightReq {
+                    batches: batches
+                        .iter()
+                        .map(|tb| (tb.tp.clone(), tb.topic_id, tb.batch_id))
+                        .collect(),
+                },
+            );
+        }
+        Transmit { node, req, batches }
+    }
+
+    fn release(&mut self, reserved: usize) {
+        self.buffer_used = self.buffer_used.saturating_sub(reserved);
+    }
+
+    fn remove_batch(&mut self, tp: &TopicPartition, id: u64) -> Option<Batch> {
+        let part = self.partitions.get_mut(tp)?;
+        let i = part.queue.iter().position(|b| b.id == id)?;
+        let b = part.queue.remove(i)?;
+        if matches!(b.state, BatchState::InFlight { .. }) {
+            part.in_flight -= 1;
+        }
+        if part.queue.is_empty() && part.in_flight == 0 {
+            part.backoff_until = None;
+        }
+        self.release(b.reserved);
+        Some(b)
+    }
+
+    fn finish_batch_ok(&mut self, tp: &TopicPartition, id: u64, base: i64, append_time: i64) {
+        let Some(mut b) = self.remove_batch(tp, id) else {
+            return;
+        };
+        if let Some(part) = self.partitions.get_mut(tp) {
+            part.errors = 0;
+            if base >= 0 {
+                part.last_acked_offset =
+                    part.last_acked_offset.max(base + i64::from(b.count()) - 1);
+            }
+        }
+        for (i, r) in b.records.iter_mut().enumerate() {
+            if let Some(reply) = r.reply.take() {
+                let _ = reply.send(Ok(RecordMetadata {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    offset: if base >= 0 { base + i as i64 } else { -1 },
+                    timestamp: if append_time >= 0 {
+                        append_time
+                    } else {
+                        r.timestamp
+                    },
+                }));
+            }
+        }
+    }
+
+    /// Fails a batch that was answered (or never sent). If it had a sequence, the broker's
+    /// expected sequence no longer matches ours: renew the producer id.
+    fn finish_batch_err(&mut self, tp: &TopicPartition, id: u64, err: Error) {
+        let Some(mut b) = self.remove_batch(tp, id) else {
+            return;
+        };
+        if b.seq.is_some() && self.cfg.idempotent {
+            self.need_reset = true;
+        }
+        b.fail(&err);
+    }
+
+    fn requeue(&mut self, now: Instant, tp: &TopicPartition, id: u64) -> bool {
+        let cfg_retries = self.cfg.retries;
+        let (base, max) = (self.cfg.retry_backoff, self.cfg.retry_backoff_max);
+        let Some(part) = self.partitions.get_mut(tp) else {
+            return false;
+        };
+        let Some(b) = part.queue.iter_mut().find(|b| b.id == id) else {
+            return false;
+        };
+        if b.attempts > cfg_retries {
+            return false;
+        }
+        if matches!(b.state, BatchState::InFlight { .. }) {
+            part.in_flight -= 1;
+        }
+        b.state = BatchState::Queued;
+        part.errors = part.errors.saturating_add(1);
+        let shift = part.errors.saturating_sub(1).min(16);
+        let backoff = base.saturating_mul(1u32 << shift).min(max);
+        part.backoff_until = Some(now + backoff);
+        true
+    }
+
+    /// Applies the outcome of request `req`: its response, or the error that ended it (a
+    /// connection error or timeout: the batches may or may not have been written; they are
+    /// resent with the same sequences and the broker deduplicates).
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        req: u64,
+        result: Result<ProduceResponse>,
+    ) -> ResponseActions {
+        let mut actions = ResponseActions::default();
+        let Some(info) = self.requests.remove(&req) else {
+            return actions;
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, req, "produce request failed, will retry");
+                actions.refresh_metadata = true;
+                for (tp, _, id) in info.batches {
+                    if !e.is_retriable() || !self.requeue(now, &tp, id) {
+                        self.finish_batch_err(&tp, id, e.clone());
+                    }
+                }
+                return actions;
+            }
+        };
+        for (tp, topic_id, id) in info.batches {
+            let found = resp
+                .responses
+                .iter()
+                .filter(|t| {
+                    (topic_id != Uuid::ZERO && t.topic_id == topic_id) || t.name == *tp.topic
+                })
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == tp.partition);
+            let Some(p) = found else {
+                tracing::debug!(%tp, "partition missing from produce response, will retry");
+                if !self.requeue(now, &tp, id) {
+                    self.finish_batch_err(&tp, id, Error::Closed);
+                }
+                continue;
+            };
+            let code = ErrorCode(p.error_code);
+            if p.current_leader.leader_id >= 0 {
+                actions.leader_hints.push((
+                    tp.topic.clone(),
+                    tp.partition,
+                    p.current_leader.leader_id,
+                    p.current_leader.leader_epoch,
+                ));
+            }
+            if code == ErrorCode::NONE || code == ErrorCode::DUPLICATE_SEQUENCE_NUMBER {
+                let base = if code == ErrorCode::NONE {
+                    p.base_offset
+                } else {
+                    -1
+                };
+                self.finish_batch_ok(&tp, id, base, p.log_append_time_ms);
+                continue;
+            }
+            let err = Error::Broker(
+                BrokerError::new(code)
+                    .with_partition(tp.topic.clone(), tp.partition)
+                    .with_message(
+                        p.error_message
+                            .as_ref()
+                            .map(|m| m.as_str().to_string())
+                            .unwrap_or_default(),
+                    ),
+            );
+            if code == ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER
+                || code == ErrorCode::UNKNOWN_PRODUCER_ID
+                || code == ErrorCode::INVALID_PRODUCER_EPOCH
+            {
+                self.handle_sequence_error(now, &tp, id, code, p.log_start_offset, err);
+                continue;
+            }
+            if matches!(
+                code,
+                ErrorCode::NOT_LEADER_OR_FOLLOWER
+                    | ErrorCode::LEADER_NOT_AVAILABLE
+                    | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                    | ErrorCode::FENCED_LEADER_EPOCH
+                    | ErrorCode::KAFKA_STORAGE_ERROR
+                    | ErrorCode::NOT_ENOUGH_REPLICAS
+                    | ErrorCode::REQUEST_TIMED_OUT
+            ) {
+                actions.refresh_metadata = true;
+            }
+            if code.is_retriable() && self.requeue(now, &tp, id) {
+                tracing::debug!(%tp, error = %err, "produce error, will retry");
+            } else {
+                tracing::warn!(%tp, error = %err, "batch failed");
+                self.finish_batch_err(&tp, id, err);
+            }
+        }
+        actions
+    }
+
+    fn handle_sequence_error(
+        &mut self,
+        now: Instant,
+        tp: &TopicPartition,
+        id: u64,
+        code: ErrorCode,
+        log_start_offset: i64,
+        err: Error,
+    ) {
+        let Some(part) = self.partitions.get(tp) else {
+            return;
+        };
+        // Not the first unfinished batch: an earlier batch failed, this one was rejected as a
+        // consequence and is resent after it.
+        let first = part.queue.front().map(|b| b.id) == Some(id);
+        let truncated = part.last_acked_offset < 0
+            || (log_start_offset >= 0 && log_start_offset > part.last_acked_offset);
+        if !first {
+            if !self.requeue(now, tp, id) {
+                self.finish_batch_err(tp, id, err);
+            }
+            return;
+        }
+        if truncated || code == ErrorCode::INVALID_PRODUCER_EPOCH {
+            // KIP-360: the broker lost our producer state (the log start moved past our last
+            // acknowledged offset): a new producer id, sequences from 0, resend.
+            tracing::debug!(%tp, ?code, log_start_offset, "producer state lost on the broker, renewing producer id");
+            self.need_reset = true;
+            if !self.requeue(now, tp, id) {
+                self.finish_batch_err(tp, id, err);
+            }
+            return;
+        }
+        tracing::warn!(%tp, ?code, "sequence error without truncation: possible data loss, failing batch and renewing producer id");
+        self.finish_batch_err(tp, id, err);
+        self.need_reset = true;
+    }
+
+    /// Fails batches whose delivery timeout passed, when that is safe: no batch at or behind
+    /// them in the partition is in flight. Everything behind a failed batch fails with it.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.cfg.delivery_timeout;
+        let mut to_fail: Vec<(TopicPartition, Vec<u64>)> = Vec::new();
+        for (tp, part) in &self.partitions {
+            let start = part
+                .queue
+                .iter()
+                .rposition(|b| matches!(b.state, BatchState::InFlight { .. }))
+                .map_or(0, |i| i + 1);
+            if let Some(b) = part.queue.get(start) {
+                if now >= b.created + timeout {
+                    to_fail.push((
+                        tp.clone(),
+                        part.queue.iter().skip(start).map(|b| b.id).collect(),
+                    ));
+                }
+            }
+        }
+        for (tp, ids) in to_fail {
+            let n = ids.len();
+            let mut first = true;
+            for id in ids {
+                let err = if first {
+                    Error::Timeout {
+                        what: "delivery (delivery.timeout.ms)",
+                        after: timeout,
+                    }
+                } else {
+                    Error::Timeout {
+                        what: "delivery of an earlier batch of the partition",
+                        after: timeout,
+                    }
+                };
+                first = false;
+                self.finish_batch_err(&tp, id, err);
+            }
+            tracing::warn!(%tp, batches = n, "delivery timeout: batches failed");
+        }
+    }
+
+    /// When [`Core::poll_transmit`] or [`Core::handle_timeout`] has something to do next
+    /// (`None`: nothing pending).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t: Option<Instant> = None;
+        let mut upd = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        for part in self.partitions.values() {
+            if let Some(b) = part.backoff_until {
+                upd(b);
+            }
+            for b in &part.queue {
+                upd(b.created + self.cfg.delivery_timeout);
+                if b.state == BatchState::Queued && b.bytes.is_none() && !b.full {
+                    upd(b.created + self.cfg.linger);
+                }
+            }
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests;

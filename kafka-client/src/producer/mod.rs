@@ -1,0 +1,549 @@
+//! The producer: idempotent by default, batching per partition, compression, delivery futures.
+//!
+//! ```text
+//!   Producer (Clone)  send() -> appends to the core under a lock, waits for buffer space
+//!        |
+//!   driver task       InitProducerId, drains the core into Produce requests per broker,
+//!        |            applies responses (one spawned task per request in flight)
+//!   Core (sans-IO)    accumulator, sequences, retries, delivery timeouts (see core.rs)
+//! ```
+//!
+//! ```no_run
+//! # async fn demo() -> kafka_client::Result<()> {
+//! use kafka_client::config::ProducerConfig;
+//! use kafka_client::{Producer, ProducerRecord};
+//!
+//! let mut cfg = ProducerConfig::default();
+//! cfg.client_mut().bootstrap_servers(vec!["127.0.0.1:9092".to_string()]);
+//! let producer = Producer::new(cfg).await?;
+//! let delivery = producer.send(ProducerRecord::new("events").key("k").value("v")).await?;
+//! let meta = delivery.await?;
+//! println!("written at {}-{}@{}", meta.topic, meta.partition, meta.offset);
+//! producer.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod core;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_wire::codec::KString;
+use kafka_wire::messages::produce::{PartitionProduceData, TopicProduceData};
+use kafka_wire::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse};
+use kafka_wire::ErrorCode;
+use tokio::sync::{oneshot, Notify};
+
+use crate::client::{Client, Purpose};
+use crate::config::{Acks, ProducerConfig};
+use crate::error::{BrokerError, Error, Result};
+use crate::net::Connection;
+use crate::partitioner::Partitioner;
+use crate::rng::{OsRandom, RandomSource};
+use crate::types::Header;
+
+use self::core::{AppendError, Core, CoreConfig, Transmit};
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition; `None` lets the partitioner choose (murmur2 of the key, sticky without one).
+    pub partition: Option<i32>,
+    /// Key.
+    pub key: Option<Bytes>,
+    /// Value (`None`: a tombstone).
+    pub value: Option<Bytes>,
+    /// Headers, in order, duplicates kept.
+    pub headers: Vec<Header>,
+    /// Create time in ms since the epoch; `None`: now.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record for `topic` with no key, value or headers.
+    pub fn new(topic: impl Into<String>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// Sets the partition.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the timestamp (ms since the epoch).
+    pub fn timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// Where a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset; -1 when unknown (acks=0, or a retry the broker recognized as a duplicate without
+    /// telling the offset).
+    pub offset: i64,
+    /// The record's timestamp (the broker's log append time if the topic uses it).
+    pub timestamp: i64,
+}
+
+/// Resolves when the record is acknowledged (or failed). Dropping it does not cancel the send.
+#[derive(Debug)]
+#[must_use = "the delivery result is only known by awaiting the future"]
+pub struct DeliveryFuture {
+    rx: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            // The producer's state went away without an answer (runtime shut down).
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Closed)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+struct Shared {
+    client: Client,
+    core: Mutex<Core>,
+    /// Wakes the driver.
+    wake: Notify,
+    /// Signalled when buffer space is freed or batches finish.
+    progress: Notify,
+    closed: AtomicBool,
+    max_block: Duration,
+    acks: Acks,
+    owns_client: bool,
+    driver_done: AtomicBool,
+}
+
+impl Shared {
+    fn begin_close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.core.lock().unwrap().close();
+        self.wake.notify_one();
+    }
+}
+
+/// Marks the producer closing when the last handle goes away; the driver then delivers what is
+/// buffered and stops.
+struct HandleGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.shared.begin_close();
+    }
+}
+
+/// The producer handle. Cheap to clone; all clones share one buffer and one driver task.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    _guard: Arc<HandleGuard>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("client", &self.shared.client)
+            .finish()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Producer {
+    /// Validates `config`, connects a new [`Client`] and starts the producer.
+    pub async fn new(config: ProducerConfig) -> Result<Producer> {
+        config.validate()?;
+        let client = Client::connect(config.client().clone()).await?;
+        Self::start(client, config, true)
+    }
+
+    /// Starts a producer on an existing client (its connections are shared).
+    pub async fn with_client(client: Client, config: ProducerConfig) -> Result<Producer> {
+        Self::start(client, config, false)
+    }
+
+    fn start(client: Client, config: ProducerConfig, owns_client: bool) -> Result<Producer> {
+        for w in config.validate()? {
+            tracing::warn!(warning = %w, "producer configuration");
+        }
+        let cfg = CoreConfig::from_producer(&config);
+        let core = Core::new(cfg, Partitioner::new(&config), OsRandom.next_u64());
+        let shared = Arc::new(Shared {
+            client,
+            core: Mutex::new(core),
+            wake: Notify::new(),
+            progress: Notify::new(),
+            closed: AtomicBool::new(false),
+            max_block: *config.get_max_block(),
+            acks: *config.get_acks(),
+            owns_client,
+            driver_done: AtomicBool::new(false),
+        });
+        tokio::spawn(drive(shared.clone()));
+        Ok(Producer {
+            _guard: Arc::new(HandleGuard {
+                shared: shared.clone(),
+            }),
+            shared,
+        })
+    }
+
+    /// The client the producer uses.
+    pub fn client(&self) -> &Client {
+        &self.shared.client
+    }
+
+    /// Buffers `record` and returns a future of its delivery. Waits up to `max.block.ms` for the
+    /// topic's metadata and for buffer space. Fails at once for a record larger than
+    /// `max.request.size` (or the 1,000,012-byte batch limit) with `MESSAGE_TOO_LARGE`, for an
+    /// unknown topic, and after [`Producer::close`].
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let sh = &self.shared;
+        if sh.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let deadline = Instant::now() + sh.max_block;
+        let topic = match tokio::time::timeout(sh.max_block, sh.client.topic(&record.topic)).await {
+            Ok(t) => t?,
+            Err(_) => {
+                return Err(Error::Timeout {
+                    what: "topic metadata (max.block.ms)",
+                    after: sh.max_block,
+                })
+            }
+        };
+        if let Some(code) = topic.error {
+            return Err(Error::Broker(
+                BrokerError::new(code).with_topic(record.topic.clone()),
+            ));
+        }
+        let n = i32::try_from(topic.partition_count()).unwrap_or(i32::MAX);
+        let mut record = record;
+        loop {
+            let notified = sh.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if sh.closed.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            let res = sh
+                .core
+                .lock()
+                .unwrap()
+                .append(Instant::now(), now_ms(), n, record);
+            match res {
+                Ok(rx) => {
+                    sh.wake.notify_one();
+                    return Ok(DeliveryFuture { rx });
+                }
+                Err(AppendError::Failed(e)) => return Err(e),
+                Err(AppendError::Full(r)) => {
+                    record = *r;
+                    sh.wake.notify_one();
+                    if tokio::time::timeout_at(deadline.into(), notified)
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::Timeout {
+                            what: "buffer memory (max.block.ms)",
+                            after: sh.max_block,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`send`](Self::send) and wait for the delivery.
+    pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata> {
+        self.send(record).await?.await
+    }
+
+    /// Sends everything buffered now without waiting for linger, and waits until all of it is
+    /// acknowledged or failed.
+    pub async fn flush(&self) -> Result<()> {
+        let sh = &self.shared;
+        let mark = sh.core.lock().unwrap().flush();
+        sh.wake.notify_one();
+        loop {
+            let notified = sh.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if sh.core.lock().unwrap().flushed(mark) {
+                return Ok(());
+            }
+            if sh.driver_done.load(Ordering::SeqCst) {
+                return Err(Error::Closed);
+            }
+            notified.await;
+        }
+    }
+
+    /// Flushes, then stops the producer (later sends fail with [`Error::Closed`]); closes the
+    /// client if the producer created it.
+    pub async fn close(&self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.shared.begin_close();
+        loop {
+            let notified = self.shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.driver_done.load(Ordering::SeqCst) {
+                break;
+            }
+            notified.await;
+        }
+        flushed
+    }
+}
+
+fn init_request(_version: i16) -> InitProducerIdRequest {
+    InitProducerIdRequest {
+        transactional_id: None,
+        transaction_timeout_ms: 60_000,
+        producer_id: -1,
+        producer_epoch: -1,
+        ..Default::default()
+    }
+}
+
+async fn drive(sh: Arc<Shared>) {
+    let mut pid_backoff = Duration::from_millis(100);
+    loop {
+        let now = Instant::now();
+        let (need_pid, done, timeout) = {
+            let mut core = sh.core.lock().unwrap();
+            core.handle_timeout(now);
+            let done = sh.closed.load(Ordering::SeqCst)
+                && core.pending_records() == 0
+                && core.in_flight_requests() == 0;
+            (core.needs_producer_id(), done, core.poll_timeout())
+        };
+        sh.progress.notify_waiters();
+        if done || (sh.client.is_closed() && !sh.owns_client) {
+            break;
+        }
+        if need_pid {
+            let result = sh.client.send_any(Purpose::Produce, init_request).await;
+            let result = result.and_then(|r| match ErrorCode(r.error_code) {
+                ErrorCode::NONE => Ok((r.producer_id, r.producer_epoch)),
+                code => Err(Error::Broker(
+                    BrokerError::new(code).with_message("InitProducerId"),
+                )),
+            });
+            match result {
+                Ok((id, epoch)) => {
+                    tracing::debug!(producer_id = id, epoch, "producer id");
+                    sh.core.lock().unwrap().set_producer_id(id, epoch);
+                    pid_backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    if e.is_fatal() || matches!(e, Error::Closed) {
+                        tracing::warn!(error = %e, "InitProducerId failed; failing buffered records");
+                        sh.core.lock().unwrap().fail_all(&e);
+                        sh.progress.notify_waiters();
+                        if sh.client.is_closed() {
+                            break;
+                        }
+                    } else {
+                        tracing::debug!(error = %e, "InitProducerId failed, will retry");
+                    }
+                    tokio::time::sleep(pid_backoff).await;
+                    pid_backoff = (pid_backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+            continue;
+        }
+        let meta = sh.client.metadata();
+        let transmits = sh.core.lock().unwrap().poll_transmit(Instant::now(), &meta);
+        for t in transmits {
+            dispatch(&sh, t).await;
+        }
+        let until = timeout
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .min(Instant::now() + Duration::from_secs(1))
+            .max(Instant::now() + Duration::from_millis(1));
+        tokio::select! {
+            _ = sh.wake.notified() => {}
+            _ = tokio::time::sleep_until(until.into()) => {}
+        }
+    }
+    if sh.owns_client {
+        sh.client.close();
+    }
+    {
+        // Anything left (the client was closed under us) is reported, never dropped silently.
+        let mut core = sh.core.lock().unwrap();
+        if core.pending_records() > 0 {
+            core.fail_all(&Error::Closed);
+        }
+    }
+    sh.driver_done.store(true, Ordering::SeqCst);
+    sh.progress.notify_waiters();
+}
+
+fn build_request(t: &Transmit, version: i16, acks: Acks, timeout_ms: i32) -> ProduceRequest {
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for b in &t.batches {
+        let idx = match topics.iter().position(|x| x.name == *b.tp.topic) {
+            Some(i) => i,
+            None => {
+                topics.push(TopicProduceData {
+                    name: KString::from(b.tp.topic.as_str()),
+                    topic_id: if version >= 13 {
+                        b.topic_id
+                    } else {
+                        Default::default()
+                    },
+                    ..Default::default()
+                });
+                topics.len() - 1
+            }
+        };
+        topics[idx].partition_data.push(PartitionProduceData {
+            index: b.tp.partition,
+            records: Some(b.records.clone()),
+            ..Default::default()
+        });
+    }
+    ProduceRequest {
+        transactional_id: None,
+        acks: acks.wire_value(),
+        timeout_ms,
+        topic_data: topics,
+        ..Default::default()
+    }
+}
+
+fn complete(
+    sh: &Arc<Shared>,
+    conn: Option<&Connection>,
+    req: u64,
+    result: Result<ProduceResponse>,
+) {
+    if let (Ok(resp), Some(conn)) = (&result, conn) {
+        if resp.throttle_time_ms > 0 {
+            conn.throttle(Duration::from_millis(resp.throttle_time_ms as u64));
+        }
+        for n in &resp.node_endpoints {
+            sh.client.apply_node_endpoint(
+                n.node_id,
+                n.host.as_str(),
+                n.port,
+                n.rack.as_ref().map(|r| r.as_str()),
+            );
+        }
+    }
+    let actions = sh
+        .core
+        .lock()
+        .unwrap()
+        .handle_response(Instant::now(), req, result);
+    for (topic, partition, leader, epoch) in &actions.leader_hints {
+        sh.client
+            .apply_leader_hint(topic, *partition, *leader, *epoch);
+    }
+    if actions.refresh_metadata {
+        sh.client.request_metadata_refresh();
+    }
+    sh.progress.notify_waiters();
+    sh.wake.notify_one();
+}
+
+async fn dispatch(sh: &Arc<Shared>, t: Transmit) {
+    let conn = match sh.client.connection(t.node, Purpose::Produce).await {
+        Ok(c) => c,
+        Err(e) => {
+            complete(sh, None, t.req, Err(e));
+            return;
+        }
+    };
+    let Some(version) = conn.version::<ProduceRequest>() else {
+        let e = Error::Broker(
+            BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
+                .with_message("the broker offers no Produce version this client speaks"),
+        );
+        complete(sh, Some(&conn), t.req, Err(e));
+        return;
+    };
+    let timeout_ms =
+        i32::try_from(sh.client.config().get_request_timeout().as_millis()).unwrap_or(i32::MAX);
+    let req = build_request(&t, version, sh.acks, timeout_ms);
+    if sh.acks == Acks::None {
+        if let Err(e) = conn.send_no_response(version, req) {
+            tracing::warn!(error = %e, "acks=0 produce request not written; records may be lost");
+        }
+        return;
+    }
+    let c2 = conn.clone();
+    let mut fut = Box::pin(async move { c2.send(version, req).await });
+    // Poll once here so the request is queued on the connection now, in the order the core
+    // produced it (a partition's batches must reach the broker in sequence order).
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(r) => complete(sh, Some(&conn), t.req, r),
+        Poll::Pending => {
+            let sh = sh.clone();
+            let req_id = t.req;
+            tokio::spawn(async move {
+                let r = fut.await;
+                complete(&sh, Some(&conn), req_id, r);
+            });
+        }
+    }
+}
