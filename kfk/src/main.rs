@@ -1,0 +1,648 @@
+//! `kfk`: a command-line tool for Kafka, built on `kafka-client`.
+//!
+//! ```text
+//! kfk -b 127.0.0.1:9092 metadata
+//! kfk -b ... topic create events --partitions 12 --rf 1
+//! seq 1 1000 | kfk -b ... produce events --compression zstd
+//! kfk -b ... consume events --from-beginning --count 1000 --format '%p %o %k %v'
+//! kfk -b ... offsets events
+//! ```
+//!
+//! Exit codes: 0 success, 1 failure (a broker or connection error, a record not acknowledged),
+//! 2 bad usage (from the argument parser). Security and tuning settings are Java-style
+//! properties given with `-X key=value` or `--config-file`.
+#![forbid(unsafe_code)]
+
+mod format;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use kafka_client::admin::{Admin, ConfigResource, NewTopic};
+use kafka_client::config::{ClientConfig, ConfigError, ConsumerConfig, ProducerConfig};
+use kafka_client::consumer::Consumer;
+use kafka_client::offsets::list_offsets;
+use kafka_client::producer::{DeliveryFuture, Producer, ProducerRecord};
+use kafka_client::{Client, Offset, TopicPartition};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(Parser, Debug)]
+#[command(name = "kfk", version, about = "A command-line tool for Kafka")]
+struct Cli {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    #[arg(short = 'b', long, env = "KAFKA_BOOTSTRAP", global = true)]
+    bootstrap: Option<String>,
+    /// A client property, Java style (`security.protocol=SASL_SSL`, `linger.ms=10`, ...).
+    /// Repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
+    props: Vec<String>,
+    /// A properties file (`key=value` lines), applied before `-X`.
+    #[arg(long, value_name = "FILE", global = true)]
+    config_file: Option<PathBuf>,
+    /// Log the client's events at this level (error, warn, info, debug, trace) on stderr.
+    /// `KFK_LOG` takes a full filter instead.
+    #[arg(long, default_value = "warn", global = true)]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Brokers, controller and topics of the cluster.
+    Metadata,
+    /// Create, delete or describe a topic.
+    Topic {
+        #[command(subcommand)]
+        cmd: TopicCmd,
+    },
+    /// Produce one record per line of standard input.
+    Produce(ProduceArgs),
+    /// Print records of a topic, one per line.
+    Consume(ConsumeArgs),
+    /// Earliest and latest offsets of each partition of a topic.
+    Offsets {
+        /// Topic name.
+        topic: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TopicCmd {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions (default: the broker's num.partitions).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        partitions: i32,
+        /// Replication factor (default: the broker's default.replication.factor).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        rf: i16,
+        /// A topic configuration, `key=value`. Repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Succeed if the topic exists already.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// Delete a topic.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Partitions, leaders, replicas, ISR and non-default configs of a topic.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AcksArg {
+    #[value(name = "all")]
+    All,
+    #[value(name = "-1")]
+    MinusOne,
+    #[value(name = "1")]
+    One,
+    #[value(name = "0")]
+    Zero,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Isolation {
+    #[value(name = "read_committed")]
+    ReadCommitted,
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProduceArgs {
+    /// Topic name.
+    topic: String,
+    /// Each line is `KEY<TAB>VALUE`.
+    #[arg(long)]
+    keyed: bool,
+    /// Compression codec.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: Compression,
+    /// Acknowledgements: all (-1), 1 or 0. Idempotence (the default) needs `all`; other values
+    /// turn it off.
+    #[arg(long, value_enum, default_value = "all", allow_hyphen_values = true)]
+    acks: AcksArg,
+    /// Send every record to this partition instead of partitioning by key.
+    #[arg(long)]
+    partition: Option<i32>,
+}
+
+#[derive(clap::Args, Debug)]
+struct ConsumeArgs {
+    /// Topic name.
+    topic: String,
+    /// Start at the earliest offset (default: only new records).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Isolation level.
+    #[arg(long, value_enum, default_value = "read_uncommitted")]
+    isolation: Isolation,
+    /// Exit after this many records.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Exit after this many seconds without a record.
+    #[arg(long, value_name = "SECS")]
+    idle_exit: Option<f64>,
+    /// Only this partition.
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Output format: %t topic, %p partition, %o offset, %T timestamp (ms), %k key, %v value,
+    /// %h headers (k=v,...), %% a percent sign; \t \n \\ escapes.
+    #[arg(long, default_value = "%v")]
+    format: String,
+}
+
+/// An error for the user: what failed, and the client error behind it.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+type CliResult<T = ()> = Result<T, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kfk: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(msg)) => {
+            eprintln!("kfk: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("KFK_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let props = properties(&cli)?;
+    match cli.cmd {
+        Cmd::Metadata => metadata(client_config(&props)?).await,
+        Cmd::Topic { cmd } => topic(client_config(&props)?, cmd).await,
+        Cmd::Produce(args) => produce(&props, args).await,
+        Cmd::Consume(args) => consume(&props, args).await,
+        Cmd::Offsets { topic } => offsets(client_config(&props)?, &topic).await,
+    }
+}
+
+/// The properties from the command line: bootstrap, then the file, then `-X`.
+fn properties(cli: &Cli) -> CliResult<Vec<(String, String)>> {
+    let mut props = Vec::new();
+    if let Some(path) = &cli.config_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))?;
+        let parsed = kafka_client::config::parse_properties(&text)
+            .map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+        props.extend(parsed);
+    }
+    for p in &cli.props {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(Failure(format!("-X {p}: expected KEY=VALUE")));
+        };
+        props.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    match &cli.bootstrap {
+        Some(b) => props.push(("bootstrap.servers".into(), b.clone())),
+        None if props.iter().any(|(k, _)| k == "bootstrap.servers") => {}
+        None => {
+            return Err(Failure(
+                "no bootstrap servers: pass -b HOST:PORT (or set KAFKA_BOOTSTRAP)".into(),
+            ))
+        }
+    }
+    Ok(props)
+}
+
+/// Applies `props` to a config; keys that belong to the other kinds of config (a producer key
+/// given to `kfk consume`) are ignored, unknown keys are an error.
+fn build<C: Default>(
+    props: &[(String, String)],
+    apply: impl Fn(&mut C, &str, &str) -> Result<(), ConfigError>,
+) -> CliResult<C> {
+    let mut cfg = C::default();
+    for (k, v) in props {
+        match apply(&mut cfg, k, v) {
+            Ok(()) => {}
+            Err(ConfigError::UnknownKey { .. }) if known_elsewhere(k, v) => {}
+            Err(e) => return Err(Failure(format!("configuration: {e}"))),
+        }
+    }
+    Ok(cfg)
+}
+
+fn known_elsewhere(k: &str, v: &str) -> bool {
+    let p = ProducerConfig::default().apply_property(k, v).is_ok();
+    let c = ConsumerConfig::default().apply_property(k, v).is_ok();
+    p || c
+}
+
+fn client_config(props: &[(String, String)]) -> CliResult<ClientConfig> {
+    build(props, |c: &mut ClientConfig, k, v| c.apply_property(k, v))
+}
+
+async fn metadata(cfg: ClientConfig) -> CliResult {
+    let client = Client::connect(cfg).await?;
+    client.set_all_topics(true);
+    let meta = client.refresh_metadata().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "cluster {}  controller {}",
+        meta.cluster_id.as_deref().unwrap_or("?"),
+        meta.controller_id
+    )?;
+    writeln!(out, "brokers:")?;
+    for b in meta.brokers.values() {
+        let rack = b
+            .rack
+            .as_deref()
+            .map(|r| format!("  rack {r}"))
+            .unwrap_or_default();
+        writeln!(out, "  {}  {}{rack}", b.id, b.addr())?;
+    }
+    let mut topics: Vec<_> = meta.topics.values().collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    writeln!(out, "topics:")?;
+    for t in topics {
+        let err = t.error.map(|e| format!("  error {e}")).unwrap_or_default();
+        let internal = if t.is_internal { "  (internal)" } else { "" };
+        writeln!(
+            out,
+            "  {}  partitions {}{internal}{err}",
+            t.name,
+            t.partitions.len()
+        )?;
+    }
+    client.close();
+    Ok(())
+}
+
+async fn topic(cfg: ClientConfig, cmd: TopicCmd) -> CliResult {
+    let admin = Admin::new(cfg).await?;
+    let result = match cmd {
+        TopicCmd::Create {
+            name,
+            partitions,
+            rf,
+            configs,
+            if_not_exists,
+        } => {
+            let mut t = NewTopic::new(&name, partitions, rf);
+            for c in configs {
+                let Some((k, v)) = c.split_once('=') else {
+                    return Err(Failure(format!("--config {c}: expected KEY=VALUE")));
+                };
+                t = t.config(k, v);
+            }
+            if if_not_exists {
+                let created = admin.create_topic_if_absent(&t).await?;
+                if created {
+                    println!("created topic {name}");
+                } else {
+                    println!("topic {name} exists already");
+                }
+            } else {
+                let c = admin.create_topic(&t).await?;
+                println!(
+                    "created topic {} with {} partitions, replication factor {}",
+                    c.name, c.partitions, c.replication_factor
+                );
+            }
+            Ok(())
+        }
+        TopicCmd::Delete { name } => {
+            for (t, r) in admin.delete_topics(&[name.as_str()]).await? {
+                r.map_err(|e| Failure(format!("cannot delete {t}: {e}")))?;
+                println!("deleted topic {t}");
+            }
+            Ok(())
+        }
+        TopicCmd::Describe { name } => describe(&admin, &name).await,
+    };
+    admin.client().close();
+    result
+}
+
+async fn describe(admin: &Admin, name: &str) -> CliResult {
+    let topics = admin.describe_topics(&[name]).await?;
+    let configs = admin
+        .describe_configs(&ConfigResource::Topic(name.to_string()))
+        .await?;
+    let mut out = std::io::stdout().lock();
+    for t in topics {
+        writeln!(
+            out,
+            "topic {}  id {}  partitions {}",
+            t.name,
+            format::uuid(t.topic_id.0),
+            t.partitions.len()
+        )?;
+        for p in &t.partitions {
+            writeln!(
+                out,
+                "  partition {}  leader {}  epoch {}  replicas {:?}  isr {:?}",
+                p.partition, p.leader, p.leader_epoch, p.replicas, p.isr
+            )?;
+        }
+    }
+    let set: Vec<_> = configs.iter().filter(|c| !c.is_default).collect();
+    if !set.is_empty() {
+        writeln!(out, "configs:")?;
+        for c in set {
+            let v = if c.is_sensitive {
+                "(sensitive)".to_string()
+            } else {
+                c.value.clone().unwrap_or_else(|| "(null)".into())
+            };
+            writeln!(out, "  {}={v}", c.name)?;
+        }
+    }
+    Ok(())
+}
+
+async fn produce(props: &[(String, String)], args: ProduceArgs) -> CliResult {
+    let mut props = props.to_vec();
+    let codec = match args.compression {
+        Compression::None => "none",
+        Compression::Gzip => "gzip",
+        Compression::Snappy => "snappy",
+        Compression::Lz4 => "lz4",
+        Compression::Zstd => "zstd",
+    };
+    props.push(("compression.type".into(), codec.into()));
+    let acks = match args.acks {
+        AcksArg::All | AcksArg::MinusOne => "all",
+        AcksArg::One => "1",
+        AcksArg::Zero => "0",
+    };
+    props.push(("acks".into(), acks.into()));
+    if acks != "all" && !props.iter().any(|(k, _)| k == "enable.idempotence") {
+        props.push(("enable.idempotence".into(), "false".into()));
+    }
+    let cfg = build(&props, |c: &mut ProducerConfig, k, v| {
+        c.apply_property(k, v)
+    })?;
+    let producer = Producer::new(cfg).await?;
+    // Make an unknown topic fail before reading any input.
+    producer.client().topic(&args.topic).await?;
+
+    // Delivery futures are awaited by a collector in send order, so a slow broker applies
+    // back-pressure through the producer's buffer, not through this channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, DeliveryFuture)>(100_000);
+    let collector = tokio::spawn(async move {
+        let (mut ok, mut failed, mut shown) = (0u64, 0u64, 0u32);
+        while let Some((line, fut)) = rx.recv().await {
+            match fut.await {
+                Ok(_) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    if shown < 10 {
+                        eprintln!("kfk: record from line {line} not acknowledged: {e}");
+                        shown += 1;
+                    }
+                }
+            }
+        }
+        (ok, failed)
+    });
+
+    let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut lines = stdin.split(b'\n');
+    let mut n = 0u64;
+    let mut input_error = None;
+    while let Some(line) = lines.next_segment().await? {
+        n += 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(&line).to_vec();
+        let mut record = ProducerRecord::new(args.topic.clone());
+        if args.keyed {
+            let Some(tab) = line.iter().position(|&b| b == b'\t') else {
+                input_error = Some(format!("line {n} has no TAB between key and value"));
+                break;
+            };
+            record = record
+                .key(Bytes::copy_from_slice(&line[..tab]))
+                .value(Bytes::copy_from_slice(&line[tab + 1..]));
+        } else {
+            record = record.value(Bytes::from(line));
+        }
+        if let Some(p) = args.partition {
+            record = record.partition(p);
+        }
+        match producer.send(record).await {
+            Ok(fut) => {
+                if tx.send((n, fut)).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                input_error = Some(format!("line {n}: {e}"));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let flushed = producer.flush().await;
+    let (ok, failed) = collector
+        .await
+        .map_err(|e| Failure(format!("internal error: {e}")))?;
+    let _ = producer.close().await;
+    eprintln!("kfk: {ok} records acknowledged, {failed} failed");
+    if let Some(e) = input_error {
+        return Err(Failure(e));
+    }
+    flushed?;
+    if failed > 0 {
+        return Err(Failure(format!("{failed} records were not acknowledged")));
+    }
+    Ok(())
+}
+
+async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
+    let mut props = props.to_vec();
+    props.push((
+        "isolation.level".into(),
+        match args.isolation {
+            Isolation::ReadCommitted => "read_committed",
+            Isolation::ReadUncommitted => "read_uncommitted",
+        }
+        .into(),
+    ));
+    props.push(("enable.auto.commit".into(), "false".into()));
+    let fmt = format::Format::parse(&args.format).map_err(Failure)?;
+    let cfg = build(&props, |c: &mut ConsumerConfig, k, v| {
+        c.apply_property(k, v)
+    })?;
+    let consumer = Consumer::new(cfg).await?;
+    let meta = consumer.client().topic(&args.topic).await?;
+    let partitions: Vec<TopicPartition> = match args.partition {
+        Some(p) => {
+            if meta.partition(p).is_none() {
+                return Err(Failure(format!(
+                    "topic {} has no partition {p} (it has {})",
+                    args.topic,
+                    meta.partition_count()
+                )));
+            }
+            vec![TopicPartition::new(&args.topic, p)]
+        }
+        None => meta
+            .partitions
+            .iter()
+            .map(|p| TopicPartition::new(&args.topic, p.partition))
+            .collect(),
+    };
+    consumer.assign(partitions.clone()).await?;
+    let start = if args.from_beginning {
+        Offset::Earliest
+    } else {
+        Offset::Latest
+    };
+    for tp in &partitions {
+        consumer.seek(tp, start).await?;
+    }
+    let idle = args
+        .idle_exit
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    if args.idle_exit.is_some() && idle.is_none() {
+        return Err(Failure("--idle-exit needs a non-negative number".into()));
+    }
+    let mut printed = 0u64;
+    let mut last_record = Instant::now();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut line = Vec::new();
+    let result: CliResult = loop {
+        if args.count.is_some_and(|c| printed >= c) {
+            break Ok(());
+        }
+        let wait = match idle {
+            Some(idle) => {
+                let left = idle.saturating_sub(last_record.elapsed());
+                if left.is_zero() {
+                    break Ok(());
+                }
+                left.min(Duration::from_millis(500))
+            }
+            None => Duration::from_millis(500),
+        };
+        let records = match consumer.poll(wait).await {
+            Ok(r) => r,
+            Err(e) => break Err(e.into()),
+        };
+        if !records.is_empty() {
+            last_record = Instant::now();
+        }
+        for r in &records {
+            if args.count.is_some_and(|c| printed >= c) {
+                break;
+            }
+            line.clear();
+            fmt.render(r, &mut line);
+            line.push(b'\n');
+            if let Err(e) = out.write_all(&line) {
+                return finish_output(e, &consumer).await;
+            }
+            printed += 1;
+        }
+        if let Err(e) = out.flush() {
+            return finish_output(e, &consumer).await;
+        }
+    };
+    let _ = out.flush();
+    consumer.close().await;
+    result
+}
+
+/// A closed stdout (`kfk consume ... | head`) ends the command quietly.
+async fn finish_output(e: std::io::Error, consumer: &Consumer) -> CliResult {
+    consumer.close().await;
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(Failure(format!("cannot write output: {e}")))
+    }
+}
+
+async fn offsets(cfg: ClientConfig, topic: &str) -> CliResult {
+    let client = Client::connect(cfg).await?;
+    let meta = client.topic(topic).await?;
+    let partitions: Vec<TopicPartition> = meta
+        .partitions
+        .iter()
+        .map(|p| TopicPartition::new(topic, p.partition))
+        .collect();
+    let isolation = Default::default();
+    // ListOffsets takes one lookup per partition: earliest and latest are two requests.
+    let earliest: Vec<_> = partitions
+        .iter()
+        .map(|tp| (tp.clone(), Offset::Earliest))
+        .collect();
+    let latest: Vec<_> = partitions
+        .iter()
+        .map(|tp| (tp.clone(), Offset::Latest))
+        .collect();
+    let lo = list_offsets(&client, &earliest, isolation).await?;
+    let hi = list_offsets(&client, &latest, isolation).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "partition\tearliest\tlatest\trecords")?;
+    let mut total = 0i64;
+    for tp in &partitions {
+        let (Some(l), Some(h)) = (lo.get(tp), hi.get(tp)) else {
+            return Err(Failure(format!("no offsets returned for {tp}")));
+        };
+        let n = (h.offset - l.offset).max(0);
+        total += n;
+        writeln!(out, "{}\t{}\t{}\t{n}", tp.partition, l.offset, h.offset)?;
+    }
+    writeln!(out, "total\t\t\t{total}")?;
+    client.close();
+    Ok(())
+}

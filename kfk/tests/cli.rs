@@ -1,0 +1,192 @@
+//! `kfk` end to end against the real broker: topic admin, produce from stdin, consume, offsets,
+//! and the failure modes (unknown topic, unreachable broker, bad flags, bad input).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn kfk(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kfk"))
+        .arg("-b")
+        .arg(bootstrap)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kfk runs");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kfk failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+async fn bootstrap() -> String {
+    testkit::shared_cluster(1)
+        .await
+        .expect("the testkit cluster must start")
+        .bootstrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_produce_consume_offsets_round_trip() {
+    let b = bootstrap().await;
+    let topic = "kfk-round-trip";
+    let out = kfk(
+        &b,
+        &["topic", "create", topic, "--partitions", "3", "--rf", "1"],
+        b"",
+    );
+    ok(&out);
+    let described = ok(&kfk(&b, &["topic", "describe", topic], b""));
+    assert!(described.contains("partitions 3"), "{described}");
+    assert_eq!(described.matches("  partition ").count(), 3, "{described}");
+
+    // Creating it again fails, unless --if-not-exists.
+    assert!(
+        !kfk(&b, &["topic", "create", topic, "--partitions", "3"], b"")
+            .status
+            .success()
+    );
+    ok(&kfk(
+        &b,
+        &[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            "3",
+            "--if-not-exists",
+        ],
+        b"",
+    ));
+
+    // Keyed lines, zstd.
+    let mut input = String::new();
+    for i in 0..300 {
+        input.push_str(&format!("k{}\tvalue {i}\n", i % 7));
+    }
+    let out = kfk(
+        &b,
+        &["produce", topic, "--keyed", "--compression", "zstd"],
+        input.as_bytes(),
+    );
+    ok(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("300 records acknowledged, 0 failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let offsets = ok(&kfk(&b, &["offsets", topic], b""));
+    assert!(offsets.contains("total\t\t\t300"), "{offsets}");
+
+    let consumed = ok(&kfk(
+        &b,
+        &[
+            "consume",
+            topic,
+            "--from-beginning",
+            "--count",
+            "300",
+            "--format",
+            "%p %o %k=%v",
+        ],
+        b"",
+    ));
+    let lines: Vec<&str> = consumed.lines().collect();
+    assert_eq!(lines.len(), 300);
+    let mut values: Vec<u32> = lines
+        .iter()
+        .map(|l| l.rsplit_once("value ").unwrap().1.parse().unwrap())
+        .collect();
+    values.sort();
+    assert_eq!(values, (0..300).collect::<Vec<_>>());
+    // Same key, same partition.
+    let mut by_key = std::collections::HashMap::new();
+    for l in &lines {
+        let mut it = l.split(' ');
+        let p = it.next().unwrap().to_string();
+        let key = it.nth(1).unwrap().split('=').next().unwrap().to_string();
+        let prev = by_key.insert(key.clone(), p.clone());
+        assert!(
+            prev.is_none_or(|prev| prev == p),
+            "key {key} on two partitions"
+        );
+    }
+
+    // --idle-exit ends a consume of a quiet topic.
+    let started = Instant::now();
+    let out = ok(&kfk(&b, &["consume", topic, "--idle-exit", "1"], b""));
+    assert!(out.is_empty());
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    ok(&kfk(&b, &["topic", "delete", topic], b""));
+    let meta = ok(&kfk(&b, &["metadata"], b""));
+    assert!(!meta.contains(&format!("  {topic}  ")), "{meta}");
+    assert!(meta.contains("brokers:"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_exit_non_zero_with_a_message() {
+    let b = bootstrap().await;
+    // Unknown topic.
+    for args in [
+        &["produce", "kfk-no-such-topic"][..],
+        &["consume", "kfk-no-such-topic", "--count", "1"][..],
+        &["offsets", "kfk-no-such-topic"][..],
+        &["topic", "describe", "kfk-no-such-topic"][..],
+    ] {
+        let out = kfk(&b, args, b"x\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("UNKNOWN_TOPIC_OR_PARTITION"),
+            "{args:?}: {err}"
+        );
+    }
+    // Malformed flags: usage error.
+    for args in [
+        &["produce"][..],
+        &["consume", "t", "--count", "many"][..],
+        &["produce", "t", "--compression", "brotli"][..],
+        &["bogus"][..],
+    ] {
+        let out = kfk(&b, args, b"");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    // Bad property.
+    let out = kfk(&b, &["-X", "linger.ms=soon", "metadata"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("linger.ms"));
+    // Keyed input without a tab.
+    let topic = "kfk-bad-input";
+    ok(&kfk(
+        &b,
+        &["topic", "create", topic, "--partitions", "1"],
+        b"",
+    ));
+    let out = kfk(&b, &["produce", topic, "--keyed"], b"k\tv\nno tab here\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+
+    // Unreachable broker: fails within the connect timeout, no hang.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let started = Instant::now();
+    let out = kfk(&format!("127.0.0.1:{port}"), &["metadata"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
