@@ -1,0 +1,588 @@
+//! `kbench`: broker workloads (produce, consume, end-to-end) for our client and its peers, each
+//! client in its own child process, measured in the same run against the same broker.
+//!
+//! ```text
+//! kbench produce|consume|e2e [--client ours] [--records N --size S --partitions P ...]
+//! kbench compare --workload produce-1k|produce-100b|consume|e2e [--runs N] [--clients a,b]
+//! kbench peers                      build every peer and say which are available
+//! ```
+//! Without `--bootstrap HOST:PORT` a one-broker Apache Kafka is started on loopback (testkit,
+//! JVM throughput profile) and stopped at the end. See docs/benchmarks.md.
+#![forbid(unsafe_code)]
+
+mod report;
+mod runner;
+mod spec;
+mod target;
+// Used only by our worker (feature `ours`) and by the unit tests.
+#[cfg_attr(not(feature = "ours"), allow(dead_code))]
+mod worker;
+
+#[cfg(feature = "ours")]
+mod ours;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use runner::{ClientKind, Launcher, Paths, RunRecord};
+use spec::{Mode, WorkerSpec, Workload};
+use target::Target;
+
+#[derive(Parser)]
+#[command(
+    name = "kbench",
+    about = "Kafka client benchmarks: our client and its peers against one broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct Common {
+    /// Broker to use (`HOST:PORT`); default: start an embedded one-broker Kafka on loopback.
+    #[arg(long)]
+    bootstrap: Option<String>,
+    /// Write machine-readable results to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Produce N records (one client).
+    Produce(Single),
+    /// Read a prepared backlog from the start, direct assignment (one client).
+    Consume(Single),
+    /// Produce at a fixed rate and consume; end-to-end latency (one client).
+    E2e(Single),
+    /// Every available client, alternating runs, with a table, JSON and SVG plots.
+    Compare(Compare),
+    /// Build every peer and report which are available.
+    Peers {
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Internal: our client's worker (`--name value` pairs, see spec.rs).
+    #[command(hide = true)]
+    Worker {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct Single {
+    /// Which client runs the workload.
+    #[arg(long, value_enum, default_value = "ours")]
+    client: ClientKind,
+    #[command(flatten)]
+    workload: Workload,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Preset {
+    /// 1 KiB records, unlimited rate.
+    #[value(name = "produce-1k")]
+    Produce1k,
+    /// 100 byte records, unlimited rate.
+    #[value(name = "produce-100b")]
+    Produce100b,
+    /// Read a 1 KiB-record backlog.
+    Consume,
+    /// 1 KiB records at a fixed rate, produce and consume in one process.
+    E2e,
+}
+
+impl Preset {
+    fn name(self) -> &'static str {
+        match self {
+            Preset::Produce1k => "produce-1k",
+            Preset::Produce100b => "produce-100b",
+            Preset::Consume => "consume",
+            Preset::E2e => "e2e",
+        }
+    }
+
+    fn mode(self) -> Mode {
+        match self {
+            Preset::Produce1k | Preset::Produce100b => Mode::Produce,
+            Preset::Consume => Mode::Consume,
+            Preset::E2e => Mode::E2e,
+        }
+    }
+
+    fn workload(self) -> Workload {
+        let base = Workload::default();
+        match self {
+            Preset::Produce1k => Workload {
+                records: 300_000,
+                ..base
+            },
+            Preset::Produce100b => Workload {
+                records: 1_000_000,
+                size: 100,
+                ..base
+            },
+            Preset::Consume => Workload {
+                records: 300_000,
+                ..base
+            },
+            Preset::E2e => Workload {
+                records: 40_000,
+                rate: 2_000,
+                ..base
+            },
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct Compare {
+    #[arg(long, value_enum)]
+    workload: Preset,
+    /// Rounds; each round runs every client once, in the same order (A B C A B C ...).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Clients to include (comma-separated); default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    clients: Option<Vec<ClientKind>>,
+    /// Override the preset's record count.
+    #[arg(long)]
+    records: Option<u64>,
+    /// Override the preset's value size.
+    #[arg(long)]
+    size: Option<usize>,
+    /// Override the preset's rate (records/s, 0 = unlimited).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Override the preset's partition count.
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Folder for the JSON and the SVG plots.
+    #[arg(long, default_value = "kbench-results")]
+    out: PathBuf,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kbench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Worker { args } => worker_main(args).await,
+            Cmd::Produce(s) => single(Mode::Produce, s).await,
+            Cmd::Consume(s) => single(Mode::Consume, s).await,
+            Cmd::E2e(s) => single(Mode::E2e, s).await,
+            Cmd::Compare(c) => compare(c).await,
+            Cmd::Peers { quiet } => peers(quiet).await,
+        }
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kbench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(feature = "ours")]
+async fn worker_main(args: Vec<String>) -> Result<()> {
+    let spec = WorkerSpec::parse(&args).map_err(anyhow::Error::msg)?;
+    let result = ours::run(spec).await?;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+#[cfg(not(feature = "ours"))]
+async fn worker_main(args: Vec<String>) -> Result<()> {
+    WorkerSpec::parse(&args).map_err(anyhow::Error::msg)?;
+    bail!("this kbench was built without the `ours` feature: our worker is not included")
+}
+
+async fn connect(common: &Common, quiet: bool) -> Result<Target> {
+    match &common.bootstrap {
+        Some(b) => Ok(Target::external(b.clone()).await),
+        None => {
+            if !quiet {
+                eprintln!("kbench: starting an embedded Kafka broker (JVM throughput profile)...");
+            }
+            Target::embedded().await
+        }
+    }
+}
+
+fn unique(tag: &str) -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("kbench-{tag}-{}-{t}", std::process::id())
+}
+
+fn write_json<T: Serialize>(path: &PathBuf, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(value)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+#[derive(Serialize)]
+struct SingleReport<'a> {
+    target: &'a str,
+    mode: Mode,
+    workload: &'a Workload,
+    runs: &'a [RunRecord],
+}
+
+fn print_run(r: &RunRecord) {
+    println!(
+        "{} {}: {} records, {:.0} records/s, {:.1} MB/s, {:.2} s, CPU {:.2} s ({:.2} s/GB)",
+        r.client_version,
+        r.mode,
+        r.records,
+        r.records_per_s,
+        r.mb_per_s,
+        r.elapsed_s,
+        r.cpu_s,
+        r.cpu_s_per_gb
+    );
+    if let Some(p) = &r.latency_ms {
+        println!(
+            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            p.p50, p.p90, p.p99, p.p999, p.max
+        );
+    }
+    let settings: Vec<String> = r.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("  settings: {}", settings.join(" "));
+}
+
+async fn single(mode: Mode, s: Single) -> Result<()> {
+    let mut workload = s.workload;
+    if mode == Mode::E2e && workload.rate == 0 {
+        workload.rate = 2_000;
+    }
+    workload.validate(mode).map_err(anyhow::Error::msg)?;
+    let quiet = s.common.quiet;
+    let paths = Paths::detect();
+    let launcher = runner::prepare(s.client, &paths, quiet)
+        .await
+        .with_context(|| format!("{} is unavailable", s.client.name()))?;
+    let target = connect(&s.common, quiet).await?;
+    let topic = unique(mode.as_str());
+    target::create_topic(&target.bootstrap, &topic, workload.partitions).await?;
+    let mut runs = Vec::new();
+    if mode == Mode::Consume {
+        let prep = Workload {
+            rate: 0,
+            ..workload.clone()
+        };
+        let r = runner::run_worker(
+            &launcher,
+            &prep,
+            Mode::Produce,
+            &target.bootstrap,
+            &topic,
+            0,
+            quiet,
+        )
+        .await
+        .context("preparing the backlog")?;
+        if !quiet {
+            eprintln!("kbench: backlog of {} records ready", r.records);
+        }
+    }
+    let r = runner::run_worker(
+        &launcher,
+        &workload,
+        mode,
+        &target.bootstrap,
+        &topic,
+        1,
+        quiet,
+    )
+    .await?;
+    println!("target: {}", target.description);
+    print_run(&r);
+    runs.push(r);
+    if let Some(path) = &s.common.json {
+        write_json(
+            path,
+            &SingleReport {
+                target: &target.description,
+                mode,
+                workload: &workload,
+                runs: &runs,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Availability {
+    client: ClientKind,
+    available: bool,
+    reason: Option<String>,
+}
+
+async fn prepare_all(
+    kinds: &[ClientKind],
+    paths: &Paths,
+    quiet: bool,
+) -> (Vec<Launcher>, Vec<Availability>) {
+    let mut ok = Vec::new();
+    let mut avail = Vec::new();
+    for &k in kinds {
+        match runner::prepare(k, paths, quiet).await {
+            Ok(l) => {
+                ok.push(l);
+                avail.push(Availability {
+                    client: k,
+                    available: true,
+                    reason: None,
+                });
+            }
+            Err(e) => {
+                eprintln!("kbench: {} unavailable: {e:#}", k.name());
+                avail.push(Availability {
+                    client: k,
+                    available: false,
+                    reason: Some(format!("{e:#}")),
+                });
+            }
+        }
+    }
+    (ok, avail)
+}
+
+async fn peers(quiet: bool) -> Result<()> {
+    let (_, avail) = prepare_all(&ClientKind::ALL, &Paths::detect(), quiet).await;
+    for a in &avail {
+        match &a.reason {
+            None => println!("{:<9} available", a.client.name()),
+            Some(r) => println!(
+                "{:<9} UNAVAILABLE: {}",
+                a.client.name(),
+                r.lines().next().unwrap_or("")
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct CompareReport<'a> {
+    workload_name: &'static str,
+    mode: Mode,
+    target: &'a str,
+    workload: &'a Workload,
+    rounds: usize,
+    clients: &'a [Availability],
+    failures: &'a [String],
+    summaries: &'a [report::Summary],
+    runs: &'a [RunRecord],
+}
+
+async fn compare(c: Compare) -> Result<()> {
+    let quiet = c.common.quiet;
+    let preset = c.workload;
+    let mode = preset.mode();
+    let mut workload = preset.workload();
+    if let Some(n) = c.records {
+        workload.records = n;
+    }
+    if let Some(n) = c.size {
+        workload.size = n;
+    }
+    if let Some(n) = c.rate {
+        workload.rate = n;
+    }
+    if let Some(n) = c.partitions {
+        workload.partitions = n;
+    }
+    workload.validate(mode).map_err(anyhow::Error::msg)?;
+    if c.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let kinds = c
+        .clients
+        .clone()
+        .unwrap_or_else(|| ClientKind::ALL.to_vec());
+    let paths = Paths::detect();
+    let (launchers, avail) = prepare_all(&kinds, &paths, quiet).await;
+    if launchers.is_empty() {
+        bail!("no client is available");
+    }
+    let target = connect(&c.common, quiet).await?;
+
+    // consume: one shared backlog, written once by the first available client (ours first).
+    let backlog = if mode == Mode::Consume {
+        let topic = unique("backlog");
+        target::create_topic(&target.bootstrap, &topic, workload.partitions).await?;
+        let prep = Workload {
+            rate: 0,
+            ..workload.clone()
+        };
+        let r = runner::run_worker(
+            &launchers[0],
+            &prep,
+            Mode::Produce,
+            &target.bootstrap,
+            &topic,
+            0,
+            quiet,
+        )
+        .await
+        .with_context(|| format!("preparing the backlog with {}", launchers[0].kind.name()))?;
+        if !quiet {
+            eprintln!(
+                "kbench: backlog of {} records written by {}",
+                r.records,
+                launchers[0].kind.name()
+            );
+        }
+        Some(topic)
+    } else {
+        None
+    };
+
+    let mut runs = Vec::new();
+    let mut failures = Vec::new();
+    for round in 1..=c.runs {
+        for l in &launchers {
+            let topic = match &backlog {
+                Some(t) => t.clone(),
+                None => {
+                    let t = unique(&format!("{}-{}-{round}", preset.name(), l.kind.name()));
+                    target::create_topic(&target.bootstrap, &t, workload.partitions).await?;
+                    t
+                }
+            };
+            match runner::run_worker(l, &workload, mode, &target.bootstrap, &topic, round, quiet)
+                .await
+            {
+                Ok(r) => {
+                    if !quiet {
+                        eprintln!(
+                            "kbench: {} round {round}: {:.0} records/s, {:.1} MB/s, CPU {:.2} s",
+                            l.kind.name(),
+                            r.records_per_s,
+                            r.mb_per_s,
+                            r.cpu_s
+                        );
+                    }
+                    runs.push(r);
+                }
+                Err(e) => {
+                    eprintln!("kbench: {} round {round} FAILED: {e:#}", l.kind.name());
+                    failures.push(format!("{} round {round}: {e:#}", l.kind.name()));
+                }
+            }
+        }
+    }
+
+    let summaries = report::summarize(&runs, &kinds);
+    println!(
+        "workload {} ({mode}), target: {}",
+        preset.name(),
+        target.description
+    );
+    println!(
+        "records {} x {} B, partitions {}, acks {}, linger.ms {}, batch.size {}, compression {}, idempotence {}, rate {}",
+        workload.records,
+        workload.size,
+        workload.partitions,
+        workload.acks,
+        workload.linger_ms,
+        workload.batch_size,
+        workload.compression,
+        workload.idempotence,
+        if workload.rate == 0 { "unlimited".to_string() } else { format!("{}/s", workload.rate) }
+    );
+    println!("median (min-max) over {} rounds:", c.runs);
+    print!("{}", report::table(&summaries));
+    for s in &summaries {
+        let settings: Vec<String> = s.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  {} [{}]: {}",
+            s.client.name(),
+            s.client_version,
+            settings.join(" ")
+        );
+    }
+    for a in avail.iter().filter(|a| !a.available) {
+        println!(
+            "  {} unavailable: {}",
+            a.client.name(),
+            a.reason
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+        );
+    }
+    for f in &failures {
+        println!("  failed: {}", f.lines().next().unwrap_or(""));
+    }
+
+    std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
+    let json = c
+        .common
+        .json
+        .clone()
+        .unwrap_or_else(|| c.out.join(format!("{}.json", preset.name())));
+    write_json(
+        &json,
+        &CompareReport {
+            workload_name: preset.name(),
+            mode,
+            target: &target.description,
+            workload: &workload,
+            rounds: c.runs,
+            clients: &avail,
+            failures: &failures,
+            summaries: &summaries,
+            runs: &runs,
+        },
+    )?;
+    let tp = c.out.join(format!("{}-throughput.svg", preset.name()));
+    std::fs::write(
+        &tp,
+        report::throughput_svg(&format!("{}: throughput", preset.name()), &summaries),
+    )?;
+    println!("wrote {} and {}", json.display(), tp.display());
+    if let Some(svg) = report::latency_svg(&format!("{}: latency", preset.name()), &summaries) {
+        let lp = c.out.join(format!("{}-latency.svg", preset.name()));
+        std::fs::write(&lp, svg)?;
+        println!("wrote {}", lp.display());
+    }
+    if !failures.is_empty() {
+        bail!("{} run(s) failed", failures.len());
+    }
+    Ok(())
+}
