@@ -486,7 +486,9 @@ impl Core {
             return Err(AppendError::Failed(Error::Encode(e)));
         }
         let added = builder.estimated_size() - before;
-        if builder.estimated_size() + 64 >= batch_size {
+        // Full once another record like this one would not fit (Java seals a batch the same
+        // way: when the next append does not fit).
+        if builder.estimated_size() + size > batch_size {
             batch.full = true;
         }
         let batch_full = batch.full;

@@ -212,7 +212,6 @@ fn several_partitions_of_one_leader_share_a_request() {
 }
 
 #[test]
-#[ignore = "known failing: the producer core does not yet meet this (idempotent multi-batch sequencing bug, OUT_OF_ORDER_SEQUENCE_NUMBER under load); run with --ignored"]
 fn requests_respect_max_request_size() {
     let t0 = Instant::now();
     let m = meta(&[1, 1, 1, 1]);
@@ -319,7 +318,6 @@ fn sequences_wrap_in_batch_headers() {
 }
 
 #[test]
-#[ignore = "known failing: the producer core does not yet meet this (idempotent multi-batch sequencing bug, OUT_OF_ORDER_SEQUENCE_NUMBER under load); run with --ignored"]
 fn retry_resends_from_the_first_unfinished_batch_with_the_same_sequences() {
     let t0 = Instant::now();
     let m = meta(&[1, 1, 1, 1]);
@@ -386,7 +384,6 @@ fn duplicate_sequence_is_success() {
 }
 
 #[test]
-#[ignore = "known failing: the producer core does not yet meet this (idempotent multi-batch sequencing bug, OUT_OF_ORDER_SEQUENCE_NUMBER under load); run with --ignored"]
 fn leader_move_mid_flight_resends_to_the_new_leader_with_the_same_sequences() {
     let t0 = Instant::now();
     let mut c = core_with(cfg());
@@ -488,7 +485,6 @@ fn out_of_order_without_truncation_fails_the_batch_and_renews() {
 }
 
 #[test]
-#[ignore = "known failing: the producer core does not yet meet this (idempotent multi-batch sequencing bug, OUT_OF_ORDER_SEQUENCE_NUMBER under load); run with --ignored"]
 fn delivery_timeout_fails_only_safe_batches_and_everything_behind_them() {
     let t0 = Instant::now();
     let m = meta(&[1, 1, 1, 1]);
