@@ -10,6 +10,9 @@
 //! - batches of a partition stay in one queue, in sequence order, until they are finished;
 //! - a batch gets its sequence the first time it is sent and keeps it across retries, so the
 //!   broker can deduplicate a retry of a batch that was written but not acknowledged;
+//! - until the broker has acknowledged a batch of the current producer id on a partition, one
+//!   batch at a time is in flight there (a broker accepts any first sequence from a producer
+//!   it does not know, so a pipelined second batch could be written ahead of a failed first);
 //! - after an error, the partition sends nothing until all its in-flight batches are answered,
 //!   then resends from the first unfinished batch;
 //! - a batch is failed by the delivery timeout only when no batch at or behind it is in flight,
@@ -167,6 +170,12 @@ struct PartitionState {
     backoff_until: Option<Instant>,
     /// Consecutive failed attempts (for the backoff).
     errors: u32,
+    /// The broker acknowledged a batch of ours under the current producer id, so it holds our
+    /// producer state for this partition. Until then a single batch is in flight: a broker
+    /// that has never seen a producer accepts any first sequence, so if a first batch failed
+    /// with a retriable error while the second was in flight, the second would be written and
+    /// the first rejected as out of order on its retry.
+    confirmed: bool,
 }
 
 impl PartitionState {
@@ -329,6 +338,7 @@ impl Core {
         for p in self.partitions.values_mut() {
             p.next_seq = 0;
             p.last_acked_offset = -1;
+            p.confirmed = false;
             for b in &mut p.queue {
                 if b.state == BatchState::Queued {
                     b.seq = None;
@@ -550,7 +560,12 @@ impl Core {
             if part.backoff_until.is_some_and(|t| now < t) || part.must_drain() {
                 continue;
             }
-            let mut room = self.cfg.max_in_flight.saturating_sub(part.in_flight);
+            let max_in_flight = if part.confirmed || !self.cfg.idempotent {
+                self.cfg.max_in_flight
+            } else {
+                1
+            };
+            let mut room = max_in_flight.saturating_sub(part.in_flight);
             let mut ids = Vec::new();
             let n = part.queue.len();
             for (i, b) in part.queue.iter().enumerate() {
@@ -703,6 +718,7 @@ impl Core {
         };
         if let Some(part) = self.partitions.get_mut(tp) {
             part.errors = 0;
+            part.confirmed = true;
             if base >= 0 {
                 part.last_acked_offset =
                     part.last_acked_offset.max(base + i64::from(b.count()) - 1);

@@ -80,6 +80,18 @@ fn meta(leaders: &[i32]) -> ClusterMetadata {
     m
 }
 
+/// Marks partition `p` of "t" as holding our producer state on the broker (a batch of ours
+/// was acknowledged), so up to `max_in_flight` batches may be pipelined to it.
+fn confirm(c: &mut Core, p: i32) {
+    c.partitions
+        .entry(TopicPartition::new("t", p))
+        .or_insert_with(|| PartitionState {
+            last_acked_offset: -1,
+            ..Default::default()
+        })
+        .confirmed = true;
+}
+
 fn rec(p: i32, value_len: usize) -> ProducerRecord {
     ProducerRecord::new("t")
         .partition(p)
@@ -171,6 +183,7 @@ fn a_full_batch_goes_without_waiting_for_linger_and_flush_sends_the_rest() {
     let t0 = Instant::now();
     let m = meta(&[1, 2, 1, 1]);
     let mut c = core_with(cfg());
+    confirm(&mut c, 1);
     // 20 records of 1000 bytes: one full batch and one open one.
     for _ in 0..20 {
         append(&mut c, t0, rec(1, 1000));
@@ -240,6 +253,7 @@ fn buffer_memory_bounds_appends_and_frees_on_completion() {
     let mut config = cfg();
     config.buffer_memory = 50_000;
     let mut c = core_with(config);
+    confirm(&mut c, 0);
     let mut accepted = 0;
     loop {
         match c.append(t0, 0, 4, rec(0, 1000)) {
@@ -285,6 +299,7 @@ fn at_most_five_batches_in_flight_per_partition() {
     let t0 = Instant::now();
     let m = meta(&[1, 1, 1, 1]);
     let mut c = core_with(cfg());
+    confirm(&mut c, 0);
     fill_batches(&mut c, t0, 0, 7);
     let tx = c.poll_transmit(t0, &m);
     assert_eq!(tx.len(), 5);
@@ -298,10 +313,55 @@ fn at_most_five_batches_in_flight_per_partition() {
 }
 
 #[test]
+fn a_partition_the_broker_has_not_confirmed_gets_one_batch_at_a_time() {
+    // A broker accepts any first sequence from a producer it does not know: had the second
+    // batch been in flight when the first failed, it would have been written first.
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = core_with(cfg());
+    let mut rxs = fill_batches(&mut c, t0, 0, 4);
+    let tx = c.poll_transmit(t0, &m);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(seq_of(&tx[0].batches[0]).2, 0);
+    assert!(c.poll_transmit(t0, &m).is_empty());
+    c.handle_response(
+        t0,
+        tx[0].req,
+        Ok(resp(0, ErrorCode::NOT_LEADER_OR_FOLLOWER, -1, 0)),
+    );
+    let t1 = t0 + Duration::from_secs(1);
+    let retry = c.poll_transmit(t1, &m);
+    assert_eq!(retry.len(), 1);
+    assert_eq!(seq_of(&retry[0].batches[0]).2, 0);
+    c.handle_response(t1, retry[0].req, Ok(resp(0, ErrorCode::NONE, 0, 0)));
+    // Confirmed: the other three go out together, in order.
+    let rest = c.poll_transmit(t1, &m);
+    let seqs: Vec<i32> = rest.iter().map(|t| seq_of(&t.batches[0]).2).collect();
+    assert_eq!(seqs, vec![16, 32, 48]);
+    for (i, t) in rest.iter().enumerate() {
+        c.handle_response(
+            t1,
+            t.req,
+            Ok(resp(0, ErrorCode::NONE, 16 + 16 * i as i64, 0)),
+        );
+    }
+    let offsets: Vec<i64> = rxs
+        .iter_mut()
+        .map(|rx| got(rx).unwrap().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, (0..64).collect::<Vec<i64>>());
+    // A new producer id starts unconfirmed again.
+    fill_batches(&mut c, t1, 0, 2);
+    c.set_producer_id(2000, 0);
+    assert_eq!(c.poll_transmit(t1, &m).len(), 1);
+}
+
+#[test]
 fn sequences_wrap_in_batch_headers() {
     let t0 = Instant::now();
     let m = meta(&[1, 1, 1, 1]);
     let mut c = core_with(cfg());
+    confirm(&mut c, 0);
     append(&mut c, t0, rec(0, 10));
     c.partitions
         .get_mut(&TopicPartition::new("t", 0))
@@ -322,6 +382,7 @@ fn retry_resends_from_the_first_unfinished_batch_with_the_same_sequences() {
     let t0 = Instant::now();
     let m = meta(&[1, 1, 1, 1]);
     let mut c = core_with(cfg());
+    confirm(&mut c, 0);
     let mut rxs = fill_batches(&mut c, t0, 0, 3);
     let tx = c.poll_transmit(t0, &m);
     assert_eq!(tx.len(), 3);
@@ -387,6 +448,7 @@ fn duplicate_sequence_is_success() {
 fn leader_move_mid_flight_resends_to_the_new_leader_with_the_same_sequences() {
     let t0 = Instant::now();
     let mut c = core_with(cfg());
+    confirm(&mut c, 0);
     let mut rxs = fill_batches(&mut c, t0, 0, 2);
     let tx = c.poll_transmit(t0, &meta(&[1, 1, 1, 1]));
     assert!(tx.iter().all(|t| t.node == 1));
