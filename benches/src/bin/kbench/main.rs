@@ -177,6 +177,20 @@ struct Compare {
     common: Common,
 }
 
+/// Worker logs: the client's `tracing` events on stderr when `KBENCH_LOG` is set.
+fn init_worker_logging() {
+    if let Some(filter) = std::env::var("KBENCH_LOG")
+        .ok()
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).ok())
+    {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -191,7 +205,10 @@ fn main() -> ExitCode {
     };
     let res = rt.block_on(async move {
         match cli.cmd {
-            Cmd::Worker { args } => worker_main(args).await,
+            Cmd::Worker { args } => {
+                init_worker_logging();
+                worker_main(args).await
+            }
             Cmd::Produce(s) => single(Mode::Produce, s).await,
             Cmd::Consume(s) => single(Mode::Consume, s).await,
             Cmd::E2e(s) => single(Mode::E2e, s).await,
