@@ -4,10 +4,6 @@
 //! and the Kafka jars (fetched by testkit); fails, never skips, when they are missing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 use kafka_client::group::balancer::{
@@ -17,59 +13,12 @@ use kafka_client::group::balancer::{
 use kafka_client::rng::{RandomSource, SeededRng};
 use kafka_client::TopicPartition;
 
-/// Compiles `tests/java/AssignorVectors.java` once; returns the run classpath.
-fn compiled() -> &'static str {
-    static CP: OnceLock<String> = OnceLock::new();
-    CP.get_or_init(|| {
-        let version = testkit::dist::kafka_version();
-        let cp = testkit::dist::classpath(&version)
-            .unwrap_or_else(|e| panic!("Kafka {version} jars are needed for this test: {e}"));
-        let dir: PathBuf = tempfile::Builder::new()
-            .prefix("kafka-client-balancer-java-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("temp dir")
-            .keep();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/AssignorVectors.java");
-        let out = Command::new("javac")
-            .arg("-cp")
-            .arg(&cp)
-            .arg("-d")
-            .arg(&dir)
-            .arg(&src)
-            .output()
-            .expect("javac must be installed to run this test");
-        assert!(
-            out.status.success(),
-            "javac failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        format!("{}:{}", dir.display(), cp)
-    })
-}
+use crate::jvm;
 
 fn run_java(input: String) -> String {
-    let mut child = Command::new("java")
-        .arg("-cp")
-        .arg(compiled())
-        .arg("AssignorVectors")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("java must be installed to run this test");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).expect("write"));
-    let out = child.wait_with_output().expect("java output");
-    writer.join().expect("writer");
-    assert!(
-        out.status.success(),
-        "AssignorVectors failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = jvm::run("AssignorVectors", &[], input.as_bytes());
     // Java's logging may share stdout: keep only the protocol's lines.
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
+    out.lines()
         .filter(|l| {
             *l == "E"
                 || ["A ", "J ", "topics=", "parts=", "error"]

@@ -4,9 +4,6 @@
 //! Kafka jars; fails, never skips, without them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use kafka_client::config::{IsolationLevel, ProducerConfig};
@@ -15,6 +12,7 @@ use kafka_client::producer::{Producer, ProducerRecord};
 use kafka_client::{Consumer, ConsumerRecord, TopicPartition};
 
 use crate::consumer::{bootstrap, consumer_config, create_topic};
+use crate::jvm;
 
 const CODECS: [(Codec, &str); 5] = [
     (Codec::None, "none"),
@@ -25,56 +23,8 @@ const CODECS: [(Codec, &str); 5] = [
 ];
 const BASE_TS: i64 = 1_650_000_000_000;
 
-/// Compiles `ClientInterop.java` once per test process; returns the run classpath.
-fn classpath() -> String {
-    static CP: OnceLock<String> = OnceLock::new();
-    CP.get_or_init(|| {
-        let version = testkit::dist::kafka_version();
-        let cp = testkit::dist::classpath(&version)
-            .unwrap_or_else(|e| panic!("Kafka {version} jars are needed for this test: {e}"));
-        let dir: PathBuf = tempfile::Builder::new()
-            .prefix("kafka-client-interop-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("temp dir")
-            .keep();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java/ClientInterop.java");
-        let out = Command::new("javac")
-            .arg("-cp")
-            .arg(&cp)
-            .arg("-d")
-            .arg(&dir)
-            .arg(&src)
-            .output()
-            .expect("javac must be installed to run this test");
-        assert!(
-            out.status.success(),
-            "javac failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        format!("{}:{}", dir.display(), cp)
-    })
-    .clone()
-}
-
 async fn java(args: Vec<String>) -> String {
-    let cp = classpath();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("java")
-            .arg("-cp")
-            .arg(&cp)
-            .arg("ClientInterop")
-            .args(&args)
-            .output()
-            .expect("java must be installed to run this test")
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "java failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    jvm::run_async("ClientInterop", args).await
 }
 
 async fn read_all(

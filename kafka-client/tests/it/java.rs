@@ -3,83 +3,15 @@
 //! never skip, when those are missing.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Stdio;
 
 use kafka_client::kafka_wire::ErrorCode;
 use kafka_client::partitioner::{murmur2, partition_for_key};
 use kafka_client::rng::{RandomSource, SeededRng};
 
+use crate::jvm;
+
 const PARTITION_COUNTS: [i32; 7] = [1, 2, 3, 7, 12, 100, 1031];
-
-fn classpath() -> String {
-    let version = testkit::dist::kafka_version();
-    testkit::dist::classpath(&version)
-        .unwrap_or_else(|e| panic!("Kafka {version} jars are needed for this test: {e}"))
-}
-
-/// Compiles every `tests/java/*.java` once per test process into a directory under Cargo's
-/// target tmp dir; returns (that directory, the run classpath).
-fn compile(_class: &str) -> (&'static Path, String) {
-    static COMPILED: OnceLock<(PathBuf, String)> = OnceLock::new();
-    let (dir, cp) = COMPILED.get_or_init(|| {
-        let cp = classpath();
-        let dir = tempfile::Builder::new()
-            .prefix("kafka-client-java-")
-            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-            .expect("temp dir")
-            .keep();
-        let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/java");
-        let sources: Vec<PathBuf> = ["Murmur2Vectors", "ErrorCodes", "ScramServer"]
-            .iter()
-            .map(|c| src_dir.join(format!("{c}.java")))
-            .collect();
-        let out = Command::new("javac")
-            .arg("-cp")
-            .arg(&cp)
-            .arg("-d")
-            .arg(&dir)
-            .args(&sources)
-            .output()
-            .expect("javac must be installed to run this test");
-        assert!(
-            out.status.success(),
-            "javac failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let run_cp = format!("{}:{}", dir.display(), cp);
-        (dir, run_cp)
-    });
-    (dir.as_path(), cp.clone())
-}
-
-fn run_java(cp: &str, class: &str, args: &[String], stdin: &[u8]) -> String {
-    let mut child = Command::new("java")
-        .arg("-cp")
-        .arg(cp)
-        .arg(class)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("java must be installed to run this test");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    // Write from a thread so a full stdout pipe cannot deadlock us.
-    let writer = std::thread::spawn(move || {
-        input.write_all(&data).expect("write to java");
-    });
-    let out = child.wait_with_output().expect("java output");
-    writer.join().expect("writer thread");
-    assert!(
-        out.status.success(),
-        "java {class} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
 
 fn keys() -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = vec![
@@ -120,7 +52,6 @@ fn keys() -> Vec<Vec<u8>> {
 
 #[test]
 fn murmur2_matches_java() {
-    let (_dir, cp) = compile("Murmur2Vectors");
     let keys = keys();
     let mut input = String::new();
     for k in &keys {
@@ -130,7 +61,7 @@ fn murmur2_matches_java() {
         input.push('\n');
     }
     let args: Vec<String> = PARTITION_COUNTS.iter().map(|n| n.to_string()).collect();
-    let out = run_java(&cp, "Murmur2Vectors", &args, input.as_bytes());
+    let out = jvm::run("Murmur2Vectors", &args, input.as_bytes());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), keys.len(), "one line per key from Java");
     for (key, line) in keys.iter().zip(lines) {
@@ -150,8 +81,7 @@ fn murmur2_matches_java() {
 
 #[test]
 fn error_codes_match_java() {
-    let (_dir, cp) = compile("ErrorCodes");
-    let out = run_java(&cp, "ErrorCodes", &[], b"");
+    let out = jvm::run("ErrorCodes", &[], b"");
     let java: Vec<(i16, String, bool)> = out
         .lines()
         .map(|l| {
@@ -189,11 +119,7 @@ mod scram {
         stored: &str,
         client_password: &str,
     ) -> (Result<(), SaslError>, String) {
-        let (_dir, cp) = compile("ScramServer");
-        let mut child = Command::new("java")
-            .arg("-cp")
-            .arg(&cp)
-            .arg("ScramServer")
+        let mut child = jvm::command("ScramServer")
             .args([mechanism.wire_name(), user, stored])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -6,4 +6,5 @@ mod client;
 mod consumer;
 mod interop;
 mod java;
+mod jvm;
 mod security;
