@@ -105,17 +105,27 @@ pub trait Balancer: Send + Sync {
     /// `cooperative-sticky`, or a custom one).
     fn name(&self) -> &str;
 
-    /// Eager or cooperative.
-    fn protocol(&self) -> RebalanceProtocol;
+    /// Eager or cooperative. Default: eager (as Java's `ConsumerPartitionAssignor`).
+    fn protocol(&self) -> RebalanceProtocol {
+        RebalanceProtocol::Eager
+    }
 
     /// This member's JoinGroup metadata: its topics, the partitions it owns and the generation
-    /// they belong to (-1 if none); user data is the balancer's.
+    /// they belong to (-1 if none); user data is the balancer's. Default: no user data.
     fn member_metadata(
         &self,
         topics: &[String],
         owned: &[TopicPartition],
         generation: i32,
-    ) -> Subscription;
+    ) -> Subscription {
+        Subscription {
+            topics: topics.to_vec(),
+            user_data: None,
+            owned_partitions: owned.to_vec(),
+            generation_id: generation,
+            rack_id: None,
+        }
+    }
 
     /// Computes every member's assignment (run by the leader). `topics` holds the partition count
     /// of topics known to exist; topics absent from it are ignored (as Java does). The result has
@@ -239,19 +249,22 @@ pub(crate) fn plain_assignments(
         .collect()
 }
 
-/// The plain subscription the range and round-robin balancers send.
-pub(crate) fn plain_subscription(
-    topics: &[String],
-    owned: &[TopicPartition],
-    generation: i32,
-) -> Subscription {
-    Subscription {
-        topics: topics.to_vec(),
-        user_data: None,
-        owned_partitions: owned.to_vec(),
-        generation_id: generation,
-        rack_id: None,
-    }
+/// An empty partition list per member id, and the members in Java's `MemberInfo` order.
+pub(crate) type MemberOrder<'a> = (BTreeMap<String, Vec<TopicPartition>>, Vec<&'a GroupMember>);
+
+/// The start of a member-order balancer (range, round-robin): checks the members, and returns
+/// an empty partition list per member and the members in Java's `MemberInfo` order.
+pub(crate) fn member_order_start(
+    members: &[GroupMember],
+) -> Result<MemberOrder<'_>, BalancerError> {
+    check_members(members)?;
+    let lists = members
+        .iter()
+        .map(|m| (m.member_id.clone(), Vec::new()))
+        .collect();
+    let mut sorted: Vec<&GroupMember> = members.iter().collect();
+    sorted.sort_by(|a, b| member_info_cmp(a, b));
+    Ok((lists, sorted))
 }
 
 #[cfg(test)]

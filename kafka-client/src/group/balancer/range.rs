@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use super::{
-    check_members, member_info_cmp, plain_assignments, plain_subscription, subscribed_topics,
-    Assignment, Balancer, BalancerError, GroupMember, RebalanceProtocol, Subscription,
-    TopicPartition,
+    member_order_start, plain_assignments, subscribed_topics, Assignment, Balancer, BalancerError,
+    GroupMember,
 };
+use crate::types::TopicPartition;
 
 /// Java's `RangeAssignor` (without its rack-aware mode).
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,31 +19,12 @@ impl Balancer for RangeBalancer {
         "range"
     }
 
-    fn protocol(&self) -> RebalanceProtocol {
-        RebalanceProtocol::Eager
-    }
-
-    fn member_metadata(
-        &self,
-        topics: &[String],
-        owned: &[TopicPartition],
-        generation: i32,
-    ) -> Subscription {
-        plain_subscription(topics, owned, generation)
-    }
-
     fn assign(
         &self,
         members: &[GroupMember],
         topics: &BTreeMap<String, i32>,
     ) -> Result<BTreeMap<String, Assignment>, BalancerError> {
-        check_members(members)?;
-        let mut out: BTreeMap<String, Vec<TopicPartition>> = members
-            .iter()
-            .map(|m| (m.member_id.clone(), Vec::new()))
-            .collect();
-        let mut sorted: Vec<&GroupMember> = members.iter().collect();
-        sorted.sort_by(|a, b| member_info_cmp(a, b));
+        let (mut out, sorted) = member_order_start(members)?;
         for (topic, count) in subscribed_topics(members, topics) {
             let subs: Vec<&&GroupMember> = sorted
                 .iter()

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use super::{
-    check_members, member_info_cmp, plain_assignments, plain_subscription, subscribed_topics,
-    Assignment, Balancer, BalancerError, GroupMember, RebalanceProtocol, Subscription,
-    TopicPartition,
+    member_order_start, plain_assignments, subscribed_topics, Assignment, Balancer, BalancerError,
+    GroupMember,
 };
+use crate::types::TopicPartition;
 
 /// Java's `RoundRobinAssignor`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -19,31 +19,12 @@ impl Balancer for RoundRobinBalancer {
         "roundrobin"
     }
 
-    fn protocol(&self) -> RebalanceProtocol {
-        RebalanceProtocol::Eager
-    }
-
-    fn member_metadata(
-        &self,
-        topics: &[String],
-        owned: &[TopicPartition],
-        generation: i32,
-    ) -> Subscription {
-        plain_subscription(topics, owned, generation)
-    }
-
     fn assign(
         &self,
         members: &[GroupMember],
         topics: &BTreeMap<String, i32>,
     ) -> Result<BTreeMap<String, Assignment>, BalancerError> {
-        check_members(members)?;
-        let mut out: BTreeMap<String, Vec<TopicPartition>> = members
-            .iter()
-            .map(|m| (m.member_id.clone(), Vec::new()))
-            .collect();
-        let mut ring: Vec<&GroupMember> = members.iter().collect();
-        ring.sort_by(|a, b| member_info_cmp(a, b));
+        let (mut out, ring) = member_order_start(members)?;
         let mut next = 0usize;
         for (topic, count) in subscribed_topics(members, topics) {
             for p in 0..count {
