@@ -185,6 +185,19 @@ mod tests {
     use kafka_wire::frame::encode_response;
     use kafka_wire::messages::{ApiVersionsRequest, ApiVersionsResponse, MetadataRequest};
 
+    /// Writes an ApiVersions v3 request on `s` (awaiting an answer or not).
+    fn send_api_versions(s: &mut ConnState, expect_response: bool) {
+        let mut out = BytesMut::new();
+        s.write_request(
+            Instant::now(),
+            3,
+            &ApiVersionsRequest::default(),
+            expect_response,
+            &mut out,
+        )
+        .unwrap();
+    }
+
     fn state() -> ConnState {
         ConnState::new(
             Peer::Bootstrap { addr: "x:1".into() },
@@ -241,15 +254,7 @@ mod tests {
     #[test]
     fn wrong_correlation_id_is_a_protocol_error() {
         let mut s = state();
-        let mut out = BytesMut::new();
-        s.write_request(
-            Instant::now(),
-            3,
-            &ApiVersionsRequest::default(),
-            true,
-            &mut out,
-        )
-        .unwrap();
+        send_api_versions(&mut s, true);
         let mut buf = api_versions_answer(7, 3);
         let err = s.read_response(&mut buf).unwrap_err();
         assert!(matches!(
@@ -277,15 +282,7 @@ mod tests {
     #[test]
     fn hostile_length_is_refused_before_buffering() {
         let mut s = state();
-        let mut out = BytesMut::new();
-        s.write_request(
-            Instant::now(),
-            3,
-            &ApiVersionsRequest::default(),
-            true,
-            &mut out,
-        )
-        .unwrap();
+        send_api_versions(&mut s, true);
         let mut buf = BytesMut::from(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0][..]);
         assert!(matches!(
             s.read_response(&mut buf),
@@ -298,15 +295,7 @@ mod tests {
     #[test]
     fn truncated_header_is_a_protocol_error() {
         let mut s = state();
-        let mut out = BytesMut::new();
-        s.write_request(
-            Instant::now(),
-            3,
-            &ApiVersionsRequest::default(),
-            true,
-            &mut out,
-        )
-        .unwrap();
+        send_api_versions(&mut s, true);
         // A complete frame of 2 bytes: too short for a correlation id.
         let mut buf = BytesMut::from(&[0, 0, 0, 2, 0, 0][..]);
         assert!(matches!(
@@ -330,15 +319,7 @@ mod tests {
     #[test]
     fn acks_zero_requests_are_not_awaited() {
         let mut s = state();
-        let mut out = BytesMut::new();
-        s.write_request(
-            Instant::now(),
-            3,
-            &ApiVersionsRequest::default(),
-            false,
-            &mut out,
-        )
-        .unwrap();
+        send_api_versions(&mut s, false);
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.oldest_sent_at(), None);
     }
