@@ -174,6 +174,37 @@ impl fmt::Display for Secret {
     }
 }
 
+/// What a setter of a setting of type `T` accepts: a `T` itself (so an integer literal is read
+/// as the setting's integer type), a `T` for an optional setting, and `&str` for strings.
+pub trait SetTo<T> {
+    /// The value to store.
+    fn set_to(self) -> T;
+}
+
+impl<T> SetTo<T> for T {
+    fn set_to(self) -> T {
+        self
+    }
+}
+
+impl<T> SetTo<Option<T>> for T {
+    fn set_to(self) -> Option<T> {
+        Some(self)
+    }
+}
+
+impl SetTo<String> for &str {
+    fn set_to(self) -> String {
+        self.to_string()
+    }
+}
+
+impl SetTo<Option<String>> for &str {
+    fn set_to(self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
 /// Parsing of one property value into a setting's type.
 trait PropValue: Sized {
     fn parse_prop(s: &str) -> Result<Self, String>;
@@ -298,8 +329,8 @@ macro_rules! config_struct {
                 $(#[$fm])*
                 #[doc = ""]
                 #[doc = concat!("Property: `", $key, "`", $(", also `", $alias, "`",)*  ".")]
-                pub fn $f(&mut self, value: impl Into<$ty>) -> &mut Self {
-                    self.$f = value.into();
+                pub fn $f(&mut self, value: impl SetTo<$ty>) -> &mut Self {
+                    self.$f = value.set_to();
                     self
                 }
             )*
