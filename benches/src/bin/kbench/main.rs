@@ -14,12 +14,8 @@ mod report;
 mod runner;
 mod spec;
 mod target;
-// Used only by our worker (feature `ours`) and by the unit tests.
-#[cfg_attr(not(feature = "ours"), allow(dead_code))]
-mod worker;
-
-#[cfg(feature = "ours")]
 mod ours;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -225,18 +221,11 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(feature = "ours")]
 async fn worker_main(args: Vec<String>) -> Result<()> {
     let spec = WorkerSpec::parse(&args).map_err(anyhow::Error::msg)?;
     let result = ours::run(spec).await?;
     println!("{}", serde_json::to_string(&result)?);
     Ok(())
-}
-
-#[cfg(not(feature = "ours"))]
-async fn worker_main(args: Vec<String>) -> Result<()> {
-    WorkerSpec::parse(&args).map_err(anyhow::Error::msg)?;
-    bail!("this kbench was built without the `ours` feature: our worker is not included")
 }
 
 async fn connect(common: &Common, quiet: bool) -> Result<Target> {

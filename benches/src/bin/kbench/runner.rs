@@ -99,12 +99,6 @@ pub async fn prepare(kind: ClientKind, paths: &Paths, quiet: bool) -> Result<Lau
     };
     match kind {
         ClientKind::Ours => {
-            if !cfg!(feature = "ours") {
-                bail!(
-                    "kbench was built without the `ours` cargo feature (our producer/consumer \
-                     modules had not landed); rebuild with `--features ours`"
-                );
-            }
             let exe = std::env::current_exe().context("locating the kbench executable")?;
             Ok(Launcher {
                 kind,
