@@ -17,7 +17,13 @@
 //!   then resends from the first unfinished batch;
 //! - a batch is failed by the delivery timeout only when no batch at or behind it is in flight,
 //!   and then every batch behind it fails too, so the log never has a gap; if a failed batch had
-//!   a sequence, the producer id is renewed (KIP-360) so the next sequence is accepted.
+//!   a sequence, the producer id is renewed (KIP-360) so the next sequence is accepted;
+//! - before the producer id is renewed, every other partition resends its batches that already
+//!   have a sequence (they may have been written: their request died with its connection)
+//!   under the old id until they are answered; renewing the id first would give them new
+//!   sequences the broker cannot match to the copy it may hold, and write them twice;
+//! - a request that could not be sent at all (no connection to the leader, e.g. a leader that
+//!   left the metadata) is retried like a retriable error: its batches were not written.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -176,6 +182,10 @@ struct PartitionState {
     /// with a retriable error while the second was in flight, the second would be written and
     /// the first rejected as out of order on its retry.
     confirmed: bool,
+    /// This partition waits for a new producer id: a batch with a sequence failed (the broker
+    /// expects a sequence the current id will never send), or the broker lost our producer
+    /// state. Nothing is sent here until [`Core::set_producer_id`].
+    hold: bool,
 }
 
 impl PartitionState {
@@ -317,8 +327,16 @@ impl Core {
     /// Whether the driver should send InitProducerId now.
     pub fn needs_producer_id(&self) -> bool {
         self.cfg.idempotent
-            && (self.producer.is_none() || self.need_reset)
             && self.requests.is_empty()
+            && (self.producer.is_none() || (self.need_reset && !self.unresolved_sequences()))
+    }
+
+    /// Whether a partition that is not on hold still has batches with a sequence of the
+    /// current producer id: they are resent under it before the id is renewed.
+    fn unresolved_sequences(&self) -> bool {
+        self.partitions
+            .values()
+            .any(|p| !p.hold && p.queue.iter().any(|b| b.seq.is_some()))
     }
 
     /// The producer id and epoch in use.
@@ -339,6 +357,7 @@ impl Core {
             p.next_seq = 0;
             p.last_acked_offset = -1;
             p.confirmed = false;
+            p.hold = false;
             for b in &mut p.queue {
                 if b.state == BatchState::Queued {
                     b.seq = None;
@@ -539,9 +558,9 @@ impl Core {
         let Some((pid, epoch)) = self.producer else {
             return Vec::new();
         };
-        if self.need_reset {
-            return Vec::new();
-        }
+        // While a renewal of the producer id is pending, only batches that already have a
+        // sequence of the current id go out (resends), and none of partitions on hold.
+        let resends_only = self.need_reset;
         let acks0 = self.cfg.acks == Acks::None;
         // Per partition: the batches to send, in order.
         let mut picked: Vec<(i32, TopicPartition, Uuid, Vec<u64>)> = Vec::new();
@@ -557,7 +576,10 @@ impl Core {
             let Some(part) = self.partitions.get(&tp) else {
                 continue;
             };
-            if part.backoff_until.is_some_and(|t| now < t) || part.must_drain() {
+            if part.backoff_until.is_some_and(|t| now < t)
+                || part.must_drain()
+                || (resends_only && part.hold)
+            {
                 continue;
             }
             let max_in_flight = if part.confirmed || !self.cfg.idempotent {
@@ -574,6 +596,9 @@ impl Core {
                 }
                 if b.state != BatchState::Queued {
                     continue;
+                }
+                if resends_only && b.seq.is_none() {
+                    break;
                 }
                 if !self.batch_ready(b, now, i + 1 < n) {
                     break;
@@ -748,6 +773,9 @@ impl Core {
         };
         if b.seq.is_some() && self.cfg.idempotent {
             self.need_reset = true;
+            if let Some(part) = self.partitions.get_mut(tp) {
+                part.hold = true;
+            }
         }
         b.fail(&err);
     }
@@ -874,6 +902,27 @@ impl Core {
         actions
     }
 
+    /// Applies the failure of request `req` before any of it was written (no connection to
+    /// its broker could be had). Its batches are retried (with backoff, within the delivery
+    /// timeout) unless `err` is fatal: they were not written, so the broker holds nothing of
+    /// them and resending them with the same sequences is safe.
+    pub fn handle_unsent(&mut self, now: Instant, req: u64, err: Error) -> ResponseActions {
+        let actions = ResponseActions {
+            refresh_metadata: true,
+            ..Default::default()
+        };
+        let Some(info) = self.requests.remove(&req) else {
+            return actions;
+        };
+        tracing::debug!(error = %err, req, "produce request not sent, will retry");
+        for (tp, _, id) in info.batches {
+            if err.is_fatal() || !self.requeue(now, &tp, id) {
+                self.finish_batch_err(&tp, id, err.clone());
+            }
+        }
+        actions
+    }
+
     fn handle_sequence_error(
         &mut self,
         now: Instant,
@@ -902,6 +951,9 @@ impl Core {
             // acknowledged offset): a new producer id, sequences from 0, resend.
             tracing::debug!(%tp, ?code, log_start_offset, "producer state lost on the broker, renewing producer id");
             self.need_reset = true;
+            if let Some(part) = self.partitions.get_mut(tp) {
+                part.hold = true;
+            }
             if !self.requeue(now, tp, id) {
                 self.finish_batch_err(tp, id, err);
             }
@@ -910,6 +962,9 @@ impl Core {
         tracing::warn!(%tp, ?code, "sequence error without truncation: possible data loss, failing batch and renewing producer id");
         self.finish_batch_err(tp, id, err);
         self.need_reset = true;
+        if let Some(part) = self.partitions.get_mut(tp) {
+            part.hold = true;
+        }
     }
 
     /// Fails batches whose delivery timeout passed, when that is safe: no batch at or behind

@@ -509,7 +509,18 @@ async fn dispatch(sh: &Arc<Shared>, t: Transmit) {
     let conn = match sh.client.connection(t.node, Purpose::Produce).await {
         Ok(c) => c,
         Err(e) => {
-            complete(sh, None, t.req, Err(e));
+            // Nothing was written (e.g. the leader in our metadata left the cluster): retry
+            // after a metadata refresh rather than fail the records.
+            let actions = sh
+                .core
+                .lock()
+                .unwrap()
+                .handle_unsent(Instant::now(), t.req, e);
+            if actions.refresh_metadata {
+                sh.client.request_metadata_refresh();
+            }
+            sh.progress.notify_waiters();
+            sh.wake.notify_one();
             return;
         }
     };

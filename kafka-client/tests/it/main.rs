@@ -7,4 +7,6 @@ mod consumer;
 mod interop;
 mod java;
 mod jvm;
+mod producer_faults;
+mod roundtrip;
 mod security;

@@ -662,3 +662,125 @@ fn keyed_records_follow_murmur2_and_unkeyed_stick() {
         "small unkeyed records stick to one partition"
     );
 }
+
+fn conn_reset() -> Error {
+    Error::io(
+        crate::error::Peer::Unknown,
+        std::io::ErrorKind::ConnectionReset.into(),
+    )
+}
+
+/// Found by the broker fault test: a leader killed and dropped from the metadata made the
+/// connection attempt fail with BROKER_NOT_AVAILABLE, which failed the records at once (and,
+/// since they had sequences, renewed the producer id). Nothing was written: retry instead.
+#[test]
+fn a_request_that_could_not_be_sent_is_retried_with_the_same_sequences() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = core_with(cfg());
+    let mut rx = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    let before = seq_of(&tx[0].batches[0]);
+    let err = Error::Broker(
+        BrokerError::new(ErrorCode::BROKER_NOT_AVAILABLE).with_message("not in the metadata"),
+    );
+    let a = c.handle_unsent(t0, tx[0].req, err);
+    assert!(a.refresh_metadata);
+    assert!(got(&mut rx).is_none(), "not failed");
+    assert!(!c.needs_producer_id(), "no sequence was lost");
+    let again = c.poll_transmit(t0 + Duration::from_secs(1), &meta(&[2, 1, 1, 1]));
+    assert_eq!(again[0].node, 2);
+    assert_eq!(seq_of(&again[0].batches[0]), before);
+    c.handle_response(t0, again[0].req, Ok(resp(0, ErrorCode::NONE, 7, 0)));
+    assert_eq!(got(&mut rx).unwrap().unwrap().offset, 7);
+    // A fatal error still fails at once.
+    let mut rx = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_secs(2), &m);
+    c.handle_unsent(t0, tx[0].req, Error::Closed);
+    assert!(matches!(got(&mut rx), Some(Err(Error::Closed))));
+}
+
+/// Found by the broker fault test: renewing the producer id while another partition had a
+/// batch whose request died with its connection (written or not, unknown) gave that batch a
+/// new sequence under the new id, and the broker wrote it a second time. Now the batches that
+/// already have a sequence are resent under the old id until answered, then the id is renewed.
+#[test]
+fn renewal_waits_until_other_partitions_resolve_their_resends_under_the_old_id() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = core_with(cfg());
+    // Partition 0 has acknowledged data; partition 1 has one batch in flight.
+    let mut first = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    c.handle_response(t0, tx[0].req, Ok(resp(0, ErrorCode::NONE, 10, 0)));
+    assert!(got(&mut first).unwrap().is_ok());
+    let mut lost = append(&mut c, t0, rec(0, 10));
+    let mut unknown = append(&mut c, t0, rec(1, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    assert_eq!(tx.len(), 1, "one leader, one request");
+    assert_eq!(tx[0].batches.len(), 2);
+    let p1_before = seq_of(&tx[0].batches[1]);
+    // The request dies with its connection: both batches may or may not be written.
+    c.handle_response(t0, tx[0].req, Err(conn_reset()));
+    let t1 = t0 + Duration::from_secs(1);
+    let tx = c.poll_transmit(t1, &m);
+    assert_eq!(tx[0].batches.len(), 2);
+    // Partition 0 says out of order without truncation (data loss on the broker): the batch
+    // fails and the id must be renewed. Partition 1's resend dies again.
+    let mut r = resp(0, ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER, -1, 0);
+    r.responses[0]
+        .partition_responses
+        .push(PartitionProduceResponse {
+            index: 1,
+            error_code: ErrorCode::REQUEST_TIMED_OUT.0,
+            base_offset: -1,
+            ..Default::default()
+        });
+    c.handle_response(t1, tx[0].req, Ok(r));
+    assert!(got(&mut lost).unwrap().is_err());
+    let mut behind0 = append(&mut c, t1, rec(0, 10));
+    let mut new1 = append(&mut c, t1, rec(1, 10));
+    assert!(
+        !c.needs_producer_id(),
+        "partition 1 has a batch of unknown fate under the current id"
+    );
+    // Only partition 1's resend goes out, under the old id with its old sequence.
+    let t2 = t1 + Duration::from_secs(1);
+    let tx = c.poll_transmit(t2, &m);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].batches.len(), 1);
+    assert_eq!(tx[0].batches[0].tp.partition, 1);
+    assert_eq!(seq_of(&tx[0].batches[0]), p1_before);
+    c.handle_response(
+        t2,
+        tx[0].req,
+        Ok(resp(1, ErrorCode::DUPLICATE_SEQUENCE_NUMBER, -1, 0)),
+    );
+    assert!(got(&mut unknown).unwrap().is_ok(), "it had been written");
+    assert!(c.poll_transmit(t2, &m).is_empty(), "waiting for the new id");
+    assert!(c.needs_producer_id());
+    c.set_producer_id(2000, 0);
+    let tx = c.poll_transmit(t2 + Duration::from_secs(5), &m);
+    let mut seqs: Vec<_> = tx
+        .iter()
+        .flat_map(|t| t.batches.iter())
+        .map(|b| (b.tp.partition, seq_of(b)))
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, vec![(0, (2000, 0, 0, 1)), (1, (2000, 0, 0, 1))]);
+    for t in &tx {
+        let mut r = resp(0, ErrorCode::NONE, 50, 0);
+        r.responses[0].partition_responses = t
+            .batches
+            .iter()
+            .map(|b| PartitionProduceResponse {
+                index: b.tp.partition,
+                base_offset: 50,
+                ..Default::default()
+            })
+            .collect();
+        c.handle_response(t2, t.req, Ok(r));
+    }
+    assert!(got(&mut behind0).unwrap().is_ok());
+    assert!(got(&mut new1).unwrap().is_ok());
+}
