@@ -10,11 +10,11 @@
 //! JVM throughput profile) and stopped at the end. See docs/benchmarks.md.
 #![forbid(unsafe_code)]
 
+mod ours;
 mod report;
 mod runner;
 mod spec;
 mod target;
-mod ours;
 mod worker;
 
 use std::path::PathBuf;
