@@ -254,6 +254,9 @@ pub struct Core {
     /// Batches with an id up to this are sent without waiting for linger.
     flush_upto: u64,
     closing: bool,
+    /// An append opened or sealed a batch since [`Core::take_wake`]: the driver has something
+    /// new to schedule (a linger deadline or a batch to send).
+    wake: bool,
 }
 
 impl Core {
@@ -272,6 +275,7 @@ impl Core {
             need_reset: false,
             flush_upto: 0,
             closing: false,
+            wake: false,
         }
     }
 
@@ -317,6 +321,12 @@ impl Core {
     /// From now on, send everything at once (the producer is closing).
     pub fn close(&mut self) {
         self.closing = true;
+    }
+
+    /// Whether an append since the last call opened or sealed a batch, so the driver must look
+    /// again (appends to an open batch change nothing it has scheduled); clears the flag.
+    pub fn take_wake(&mut self) -> bool {
+        std::mem::take(&mut self.wake)
     }
 
     /// Requests in flight.
@@ -477,6 +487,7 @@ impl Core {
             if let Some(b) = part.queue.back_mut() {
                 b.full = true;
             }
+            self.wake = true;
             let options = BatchOptions {
                 compression: self.cfg.compression,
                 compression_level: self.cfg.compression_level,
@@ -521,6 +532,7 @@ impl Core {
             batch.full = true;
         }
         let batch_full = batch.full;
+        self.wake |= batch_full;
         batch.reserved += added;
         self.buffer_used += added;
         let (tx, rx) = oneshot::channel();

@@ -258,13 +258,27 @@ impl Producer {
             return Err(Error::Closed);
         }
         let deadline = Instant::now() + sh.max_block;
-        let topic = match tokio::time::timeout(sh.max_block, sh.client.topic(&record.topic)).await {
-            Ok(t) => t?,
-            Err(_) => {
-                return Err(Error::Timeout {
-                    what: "topic metadata (max.block.ms)",
-                    after: sh.max_block,
-                })
+        // Known topic: go on with its partition count. Partitions without a leader (an
+        // election under way) hold their batches in the accumulator; they do not stall the
+        // other partitions' sends.
+        let known = sh
+            .client
+            .metadata()
+            .topic(&record.topic)
+            .filter(|t| t.error.is_none() && t.partition_count() > 0)
+            .cloned();
+        let topic = match known {
+            Some(t) => t,
+            None => {
+                match tokio::time::timeout(sh.max_block, sh.client.topic(&record.topic)).await {
+                    Ok(t) => t?,
+                    Err(_) => {
+                        return Err(Error::Timeout {
+                            what: "topic metadata (max.block.ms)",
+                            after: sh.max_block,
+                        })
+                    }
+                }
             }
         };
         if let Some(code) = topic.error {
@@ -281,14 +295,18 @@ impl Producer {
             if sh.closed.load(Ordering::SeqCst) {
                 return Err(Error::Closed);
             }
-            let res = sh
-                .core
-                .lock()
-                .unwrap()
-                .append(Instant::now(), now_ms(), n, record);
+            let (res, wake) = {
+                let mut core = sh.core.lock().unwrap();
+                let res = core.append(Instant::now(), now_ms(), n, record);
+                (res, core.take_wake())
+            };
             match res {
                 Ok(rx) => {
-                    sh.wake.notify_one();
+                    // Waking the driver per record costs a cross-thread wake-up each; it only
+                    // has new work when a batch opened (a linger deadline) or filled up.
+                    if wake {
+                        sh.wake.notify_one();
+                    }
                     return Ok(DeliveryFuture { rx });
                 }
                 Err(AppendError::Failed(e)) => return Err(e),
