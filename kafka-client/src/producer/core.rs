@@ -151,6 +151,8 @@ struct Batch {
     attempts: u32,
     /// Sealed: no more records go in.
     full: bool,
+    /// The (producer id, epoch, base sequence) written in `bytes`, if any.
+    stamped: Option<(i64, i16, i32)>,
 }
 
 impl Batch {
@@ -254,6 +256,9 @@ pub struct Core {
     /// Batches with an id up to this are sent without waiting for linger.
     flush_upto: u64,
     closing: bool,
+    /// An empty batch that only measures records (`record_size`), made once: a fresh builder
+    /// per record cost an allocation each.
+    probe: BatchBuilder,
     /// An append opened or sealed a batch since [`Core::take_wake`]: the driver has something
     /// new to schedule (a linger deadline or a batch to send).
     wake: bool,
@@ -275,6 +280,7 @@ impl Core {
             need_reset: false,
             flush_upto: 0,
             closing: false,
+            probe: BatchBuilder::new(BatchOptions::default()),
             wake: false,
         }
     }
@@ -406,8 +412,7 @@ impl Core {
             .collect();
         let max = self.cfg.max_batch_bytes();
         // A fresh batch of our own tells the record's size (the timestamp delta is 0).
-        let probe = BatchBuilder::new(BatchOptions::default());
-        let size = match probe.record_size(
+        let size = match self.probe.record_size(
             timestamp,
             record.key.as_deref(),
             record.value.as_deref(),
@@ -507,6 +512,7 @@ impl Core {
                 state: BatchState::Queued,
                 attempts: 0,
                 full: false,
+                stamped: None,
             });
             self.buffer_used += HEADER_LEN;
         }
@@ -635,9 +641,27 @@ impl Core {
                     continue;
                 };
                 b.full = true;
-                if let Some(builder) = b.builder.take() {
+                // The sequence this batch gets if it has none yet (taken only once its bytes
+                // exist).
+                let stamp = if self.cfg.idempotent {
+                    Some(match b.seq {
+                        Some((seq, _, _)) => (pid, epoch, seq),
+                        None => (pid, epoch, part.next_seq),
+                    })
+                } else {
+                    None
+                };
+                if let Some(mut builder) = b.builder.take() {
+                    // First send: the header is written with the sequence at once, so the
+                    // batch is not copied again to stamp it.
+                    if let Some((p, e, seq)) = stamp {
+                        builder.set_producer(p, e, seq);
+                    }
                     match builder.finish() {
-                        Ok(bytes) => b.bytes = Some(bytes),
+                        Ok(bytes) => {
+                            b.bytes = Some(bytes);
+                            b.stamped = stamp;
+                        }
                         Err(e) => {
                             failed.push((id, Error::Encode(e)));
                             continue;
@@ -647,15 +671,19 @@ impl Core {
                 let Some(bytes) = b.bytes.clone() else {
                     continue;
                 };
-                let records = if self.cfg.idempotent {
-                    let (seq, _, _) = *b.seq.get_or_insert_with(|| {
-                        let s = part.next_seq;
-                        part.next_seq = next_sequence(s, b.records.len() as i32);
-                        (s, pid, epoch)
-                    });
-                    patch_batch(&bytes, pid, epoch, seq)
-                } else {
-                    bytes
+                if let (None, Some((_, _, seq))) = (b.seq, stamp) {
+                    part.next_seq = next_sequence(seq, b.records.len() as i32);
+                    b.seq = Some((seq, pid, epoch));
+                }
+                let records = match stamp {
+                    // A resend under a new producer id: restamp (a copy and a new CRC).
+                    Some((p, e, seq)) if b.stamped != stamp => {
+                        let patched = patch_batch(&bytes, p, e, seq);
+                        b.bytes = Some(patched.clone());
+                        b.stamped = stamp;
+                        patched
+                    }
+                    _ => bytes,
                 };
                 b.attempts += 1;
                 list.push(TransmitBatch {

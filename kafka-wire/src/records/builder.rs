@@ -125,6 +125,14 @@ impl BatchBuilder {
         }
     }
 
+    /// Sets the producer id, epoch and base sequence written by [`BatchBuilder::finish`] (an
+    /// idempotent producer knows the sequence only when it sends the batch).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.options.producer_id = producer_id;
+        self.options.producer_epoch = producer_epoch;
+        self.options.base_sequence = base_sequence;
+    }
+
     /// The options the batch is built with.
     pub fn options(&self) -> &BatchOptions {
         &self.options
