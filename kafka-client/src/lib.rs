@@ -51,7 +51,7 @@ pub mod types;
 
 pub use admin::Admin;
 pub use client::{Client, Purpose};
-pub use consumer::{Consumer, ConsumerRecord};
+pub use consumer::{CommitHandle, Consumer, ConsumerRecord, RebalanceHooks};
 pub use error::{BrokerError, Error, Result};
 pub use metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata, TopicMetadata};
 pub use net::Connection;

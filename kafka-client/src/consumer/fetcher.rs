@@ -75,6 +75,12 @@ struct PartitionState {
     chunks: VecDeque<Chunk>,
     /// Handed out once the records before it are.
     error: Option<Error>,
+    /// Leader epoch of the last record handed out (-1 if none or unknown), for commits.
+    last_epoch: i32,
+    /// Group assignment: waiting for the committed offset ([`Fetcher::start`]).
+    pending: bool,
+    /// Being revoked: paused for good, buffer dropped, removed after the revoke hook.
+    revoking: bool,
 }
 
 #[derive(Debug)]
@@ -193,6 +199,9 @@ impl Fetcher {
                     last_stable_offset: -1,
                     chunks: VecDeque::new(),
                     error,
+                    last_epoch: -1,
+                    pending: false,
+                    revoking: false,
                 },
             );
         }
@@ -263,9 +272,126 @@ impl Fetcher {
     pub fn resume(&mut self, tps: &[TopicPartition]) {
         for tp in tps {
             if let Some(p) = self.partitions.get_mut(tp) {
-                p.paused = false;
+                p.paused = p.revoking;
             }
         }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // The group layer: partitions come and go one rebalance at a time.
+
+    /// Adds group-assigned partitions that wait for their committed offset: neither fetched nor
+    /// reset until [`Fetcher::start`]. Partitions already present are left alone (cooperative
+    /// rebalancing keeps them).
+    pub fn add_pending(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            if self.partitions.contains_key(tp) {
+                continue;
+            }
+            let generation = self.bump();
+            self.partitions.insert(
+                tp.clone(),
+                PartitionState {
+                    topic: Arc::from(tp.topic.as_str()),
+                    position: None,
+                    fetch_offset: -1,
+                    reset_to: None,
+                    reset_in_flight: false,
+                    generation,
+                    paused: false,
+                    in_flight: false,
+                    high_watermark: -1,
+                    last_stable_offset: -1,
+                    chunks: VecDeque::new(),
+                    error: None,
+                    last_epoch: -1,
+                    pending: true,
+                    revoking: false,
+                },
+            );
+        }
+    }
+
+    /// Whether `tp` still waits for its committed offset (no seek happened meanwhile).
+    pub fn is_pending(&self, tp: &TopicPartition) -> bool {
+        self.partitions
+            .get(tp)
+            .is_some_and(|p| p.pending && p.position.is_none() && p.reset_to.is_none())
+    }
+
+    /// Starts a pending partition at its committed offset, or at `auto.offset.reset` without
+    /// one (an error for the application with `none`).
+    pub fn start(&mut self, tp: &TopicPartition, committed: Option<i64>) {
+        if !self.is_pending(tp) {
+            if let Some(p) = self.partitions.get_mut(tp) {
+                p.pending = false;
+            }
+            return;
+        }
+        match committed {
+            Some(o) if o >= 0 => {
+                self.seek(tp, o);
+            }
+            _ => {
+                let reset = self.default_reset();
+                if let Some(p) = self.partitions.get_mut(tp) {
+                    match reset {
+                        Some(to) => p.reset_to = Some(to),
+                        None => p.error = Some(no_offset_error(tp)),
+                    }
+                }
+            }
+        }
+        if let Some(p) = self.partitions.get_mut(tp) {
+            p.pending = false;
+        }
+    }
+
+    /// A pending partition whose committed offset could not be fetched: `err` goes to the
+    /// application through poll.
+    pub fn fail(&mut self, tp: &TopicPartition, err: Error) {
+        if let Some(p) = self.partitions.get_mut(tp) {
+            if p.pending && p.position.is_none() {
+                p.error = Some(err);
+            }
+            p.pending = false;
+        }
+    }
+
+    /// Stops handing out and fetching `tps` for good: drops their buffered records and any
+    /// fetch answer in flight. Their positions stay readable until [`Fetcher::remove`].
+    pub fn fence(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            if !self.partitions.contains_key(tp) {
+                continue;
+            }
+            self.clear_buffer(tp);
+            let g = self.bump();
+            let p = self.partitions.get_mut(tp).expect("checked above");
+            p.generation = g;
+            p.paused = true;
+            p.revoking = true;
+            p.reset_in_flight = false;
+        }
+    }
+
+    /// Removes `tps`, dropping whatever is buffered for them.
+    pub fn remove(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            if let Some(p) = self.partitions.remove(tp) {
+                self.buffered_bytes -= p.chunks.iter().map(|c| c.bytes).sum::<usize>();
+            }
+        }
+    }
+
+    /// `(partition, position, leader epoch of the last record handed out)` of every partition
+    /// with a known position: what `commit_polled` commits.
+    pub fn commit_positions(&self) -> Vec<(TopicPartition, i64, i32)> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| !p.pending)
+            .filter_map(|(tp, p)| p.position.map(|o| (tp.clone(), o, p.last_epoch)))
+            .collect()
     }
 
     pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
@@ -669,6 +795,7 @@ impl Fetcher {
                 match chunk.records.pop_front() {
                     Some(r) => {
                         p.position = Some(r.offset + 1);
+                        p.last_epoch = r.leader_epoch.unwrap_or(-1);
                         out.push(r);
                     }
                     None => {

@@ -1,26 +1,42 @@
-//! The consumer, direct assignment: [`Consumer::assign`] partitions, [`Consumer::poll`] records.
+//! The consumer: [`Consumer::assign`] partitions directly, or [`Consumer::subscribe`] to topics
+//! as a member of the consumer group `group.id` (classic protocol); then [`Consumer::poll`]
+//! records.
 //!
 //! ```text
-//!   Consumer (handle)  assign / seek / pause / poll / stream
+//!   Consumer (handle)  assign / subscribe / seek / pause / poll / stream / commit
 //!        |
 //!   driver (here)      one fetch in flight per broker on its Purpose::Fetch connection;
 //!        |             offset lookups (ListOffsets) for positions to reset
 //!   Fetcher (sans-IO)  positions, KIP-227 fetch sessions, record buffer, txn filtering
+//!
+//!   group driver       (subscribed consumers) one task running the sans-IO group Member on
+//!                      its own coordinator connection; applies assignments to the Fetcher,
+//!                      runs the RebalanceHooks; one commit worker sends OffsetCommits in order
 //! ```
 //!
+//! Rebalance events, hooks and their ordering guarantees are described in [`group`]. Offsets:
+//! [`Consumer::commit`], [`Consumer::commit_async`], [`Consumer::commit_polled`],
+//! [`Consumer::committed`]; with `enable.auto.commit` every poll commits, at most every
+//! `auto.commit.interval.ms` and in the background, the positions of the records handed out by
+//! earlier polls, revoked partitions are committed synchronously before `on_revoked`, and
+//! [`Consumer::close`] commits (through that revocation) before it leaves the group.
+//!
 //! Fetches run in small tasks spawned by `poll`: each sends one Fetch, feeds the response into the
-//! [`fetcher::Fetcher`] and wakes pollers. While the application processes records, fetches keep
+//! `fetcher::Fetcher` and wakes pollers. While the application processes records, fetches keep
 //! going until `max.prefetch.bytes` are buffered.
 
 mod fetcher;
+pub mod group;
 mod records;
 pub mod session;
+
+pub use group::{CommitHandle, RebalanceHooks};
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -64,6 +80,12 @@ struct Inner {
     state: Mutex<Fetcher>,
     wake: tokio::sync::Notify,
     closed: AtomicBool,
+    /// Set by [`Consumer::assign`]: direct assignment excludes subscribing.
+    direct: AtomicBool,
+    /// Set by the first [`Consumer::subscribe`].
+    group: OnceLock<Arc<group::GroupState>>,
+    hooks: Mutex<Option<Arc<dyn RebalanceHooks>>>,
+    balancers: Mutex<Vec<Arc<dyn crate::group::balancer::Balancer>>>,
 }
 
 /// A consumer of directly assigned partitions. Cheap to clone; clones share state.
@@ -106,6 +128,12 @@ impl Consumer {
                 state: Mutex::new(Fetcher::new(settings)),
                 wake: tokio::sync::Notify::new(),
                 closed: AtomicBool::new(false),
+                direct: AtomicBool::new(false),
+                group: OnceLock::new(),
+                hooks: Mutex::new(None),
+                balancers: Mutex::new(vec![Arc::new(
+                    crate::group::balancer::CooperativeStickyBalancer,
+                )]),
             }),
             alive: Arc::new(()),
         })
@@ -118,6 +146,12 @@ impl Consumer {
 
     /// Replaces the assignment. New partitions start at `auto.offset.reset` unless sought.
     pub async fn assign(&self, partitions: impl IntoIterator<Item = TopicPartition>) -> Result<()> {
+        if self.inner.group.get().is_some() {
+            return Err(Error::Misuse(
+                "assign after subscribe: a consumer uses one or the other".to_string(),
+            ));
+        }
+        self.inner.direct.store(true, Ordering::SeqCst);
         let tps: Vec<TopicPartition> = partitions.into_iter().collect();
         let mut topics: Vec<&str> = tps.iter().map(|tp| tp.topic.as_str()).collect();
         topics.sort_unstable();
@@ -205,9 +239,13 @@ impl Consumer {
     pub async fn poll(&self, max_wait: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let max = self.inner.config.max_poll_records;
+        self.maybe_auto_commit();
         loop {
             if self.inner.closed.load(Ordering::SeqCst) {
                 return Err(Error::Closed);
+            }
+            if let Some(e) = self.group_error() {
+                return Err(e);
             }
             let notified = self.inner.wake.notified();
             tokio::pin!(notified);
@@ -252,13 +290,16 @@ impl Consumer {
         }
     }
 
-    /// Stops fetching, closes the fetch sessions (waiting up to a second for the brokers) and
-    /// closes the client if this consumer made it.
+    /// Leaves the group if subscribed (every partition is revoked through the hooks, with a
+    /// final synchronous commit of the polled positions when `enable.auto.commit` is on; a
+    /// static member sends no LeaveGroup), stops fetching, closes the fetch sessions (waiting
+    /// up to a second for the brokers) and closes the client if this consumer made it.
     pub async fn close(&self) {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         self.inner.wake.notify_waiters();
+        self.leave_group().await;
         let sessions = self.inner.state.lock().unwrap().take_sessions();
         let closing = sessions.into_iter().map(|(node, session_id)| {
             let client = self.inner.client.clone();

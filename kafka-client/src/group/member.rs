@@ -45,7 +45,9 @@
 //! After `Assigned` the driver fetches committed offsets (OffsetFetch) for the partitions it
 //! carries, then starts fetching. Commits: [`Member::commit_request`] builds an OffsetCommit
 //! stamped with the current generation and [`Member::handle_commit_error`] takes its group-level
-//! errors; OffsetFetch is not built here yet.
+//! errors; OffsetFetch is not built here. [`Member::can_commit`] is also true between a
+//! revocation and the next JoinGroup, so a revoke hook run by the driver before it polls the
+//! JoinGroup can commit the revoked partitions' offsets.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -534,9 +536,10 @@ impl Member {
         version: i16,
         offsets: &[OffsetToCommit],
     ) -> Option<(i16, OffsetCommitRequest)> {
-        let State::Stable { generation, .. } = &self.state else {
+        if !self.can_commit() {
             return None;
-        };
+        }
+        let generation = &self.generation;
         let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
         for o in offsets {
             topics.entry(o.partition.topic.as_str()).or_default().push(
@@ -570,6 +573,54 @@ impl Member {
             ..Default::default()
         };
         Some((version, request))
+    }
+
+    /// Whether [`Member::commit_request`] builds a request now: while stable, and in the window
+    /// between a revocation and the JoinGroup that follows it (or the LeaveGroup), where the
+    /// revoke hook commits. The coordinator still accepts the last synced generation there: a
+    /// classic group rejects commits only while it awaits SyncGroup (REBALANCE_IN_PROGRESS) or
+    /// once a newer generation exists (ILLEGAL_GENERATION).
+    pub fn can_commit(&self) -> bool {
+        if self.generation < 0 {
+            return false;
+        }
+        match &self.state {
+            State::Stable { .. } => true,
+            State::AwaitJoin { io } | State::Leaving { io } => !matches!(io, Io::InFlight(_)),
+            _ => false,
+        }
+    }
+
+    /// Where the request [`Member::poll_transmit`] would return now goes, without taking it:
+    /// `Some(None)` to any broker (FindCoordinator), `Some(Some(node))` to the coordinator,
+    /// `None` when nothing is ready. A driver opens the right connection and sets the
+    /// negotiated versions ([`Member::set_versions`]) before polling the request.
+    pub fn transmit_target(&self) -> Option<Option<i32>> {
+        let ready = match &self.state {
+            State::FindCoordinator { io } => return (*io == Io::Ready).then_some(None),
+            State::AwaitJoin { io }
+            | State::AwaitSync { io, .. }
+            | State::Stable { io, .. }
+            | State::Leaving { io } => *io == Io::Ready,
+            State::AwaitMetadata { .. } | State::Closed => false,
+        };
+        if !ready {
+            return None;
+        }
+        self.coordinator.as_ref().map(|c| Some(c.node_id))
+    }
+
+    /// Changes the subscribed topics and rejoins (the next JoinGroup carries them).
+    pub fn set_topics(&mut self, now: Instant, topics: Vec<String>) {
+        if self.config.topics != topics {
+            self.config.topics = topics;
+            self.rejoin(now);
+        }
+    }
+
+    /// The subscribed topics.
+    pub fn topics(&self) -> &[String] {
+        &self.config.topics
     }
 
     /// A group-level error from an OffsetCommit answer (any partition's code): fencing errors

@@ -4,6 +4,7 @@ mod admin;
 mod balancer_java;
 mod client;
 mod consumer;
+mod group;
 mod interop;
 mod java;
 mod jvm;

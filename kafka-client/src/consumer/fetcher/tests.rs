@@ -353,3 +353,62 @@ fn close_hands_out_open_sessions() {
     assert_eq!(f.take_sessions(), vec![(1, 21)]);
     assert!(f.take_sessions().is_empty());
 }
+
+#[test]
+fn group_partitions_wait_for_their_committed_offset() {
+    let m = meta(3, |_| 1);
+    let mut f = Fetcher::new(settings());
+    f.add_pending(&[tp(0), tp(1), tp(2)]);
+    assert_eq!(f.assignment().len(), 3);
+    // Neither reset nor fetched while the committed offset is looked up.
+    assert!(f.poll_resets().is_empty());
+    assert!(f.poll_fetch_brokers(Instant::now(), &m).0.is_empty());
+    assert!(f.is_pending(&tp(0)));
+    // A seek (from the assigned hook) wins over the committed offset.
+    f.seek(&tp(2), 9);
+    assert!(!f.is_pending(&tp(2)));
+    f.start(&tp(0), Some(7));
+    f.start(&tp(1), None);
+    f.start(&tp(2), Some(1));
+    assert_eq!(f.position(&tp(0)), Some(7));
+    assert_eq!(f.position(&tp(2)), Some(9));
+    let resets = f.poll_resets();
+    assert_eq!(resets.len(), 1);
+    assert_eq!((&resets[0].0, resets[0].1), (&tp(1), Offset::Earliest));
+    // Only partitions with a known position count for commits.
+    let positions: Vec<(i32, i64)> = f
+        .commit_positions()
+        .into_iter()
+        .map(|(tp, o, _)| (tp.partition, o))
+        .collect();
+    assert_eq!(positions, vec![(0, 7), (2, 9)]);
+}
+
+#[test]
+fn fenced_partitions_hand_nothing_out_and_keep_their_position() {
+    let m = meta(2, |_| 1);
+    let mut f = ready(2);
+    f.poll_fetch_brokers(Instant::now(), &m);
+    f.build_fetch(1, 13, &m).unwrap();
+    f.handle_fetch_response(
+        1,
+        Instant::now(),
+        response(vec![data(0, batch(0, 4), 4), data(1, batch(0, 4), 4)], 4),
+        &m,
+    );
+    assert_eq!(f.take_records(1).unwrap().len(), 1);
+    let before = f.position(&tp(0));
+    f.fence(&[tp(0)]);
+    // Resuming does not undo a revocation.
+    f.resume(&[tp(0)]);
+    let got = f.take_records(100).unwrap();
+    assert!(got.iter().all(|r| r.partition == 1), "{got:?}");
+    assert_eq!(f.position(&tp(0)), before);
+    assert!(f
+        .commit_positions()
+        .iter()
+        .any(|(t, o, _)| *t == tp(0) && Some(*o) == before));
+    f.remove(&[tp(0)]);
+    assert_eq!(f.assignment(), vec![tp(1)]);
+    assert_eq!(f.buffered_bytes(), 0);
+}

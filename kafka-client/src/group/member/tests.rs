@@ -894,7 +894,8 @@ fn run_ops(mut s: Sim, ops: Vec<Op>) {
                     leader_epoch: -1,
                 }];
                 let req = s.m.commit_request(9, &offsets);
-                assert_eq!(req.is_some(), s.m.is_stable());
+                assert_eq!(req.is_some(), s.m.can_commit());
+                assert!(!s.m.is_stable() || s.m.can_commit());
                 s.m.handle_commit_error(s.now, ErrorCode(e))
             }
             Op::Garbage => s.respond(GroupResponse::SyncGroup(SyncGroupResponse {
@@ -938,4 +939,78 @@ proptest! {
     fn random_sequences_never_panic_cooperative(ops in prop::collection::vec(op_mix(), 0..80)) {
         run_ops(Sim::coop(), ops);
     }
+}
+
+fn one_offset() -> Vec<OffsetToCommit> {
+    vec![OffsetToCommit {
+        partition: tp("t", 0),
+        offset: 5,
+        leader_epoch: -1,
+    }]
+}
+
+#[test]
+fn revoke_window_allows_commits_with_the_last_generation() {
+    // Eager: the revoke hook runs between the revocation and the JoinGroup.
+    let mut s = stable_eager(&[0, 1]);
+    s.advance(Duration::from_secs(3));
+    s.heartbeat(ErrorCode::REBALANCE_IN_PROGRESS);
+    assert_eq!(s.events(), vec![revoked(&[0, 1])]);
+    assert!(!s.m.is_stable());
+    let (_, req) = s.m.commit_request(9, &one_offset()).expect("revoke window");
+    assert_eq!(req.generation_id_or_member_epoch, 1);
+    // Once the JoinGroup is out, the window is closed.
+    s.join_follower(2);
+    assert!(s.m.commit_request(9, &one_offset()).is_none());
+
+    // Cooperative: after the sync that moves partitions away, before the second round.
+    let mut s = stable_coop(&[0, 1, 2]);
+    s.m.rejoin(s.now);
+    s.join_follower(2);
+    s.sync(&[0, 1]);
+    assert_eq!(s.events(), vec![revoked(&[2]), assigned(&[], 2)]);
+    let (_, req) = s.m.commit_request(9, &one_offset()).expect("revoke window");
+    assert_eq!(req.generation_id_or_member_epoch, 2);
+
+    // Leaving: the revoke hook runs before the LeaveGroup goes out.
+    let mut s = stable_coop(&[0]);
+    s.m.leave(s.now);
+    assert_eq!(s.events(), vec![revoked(&[0])]);
+    assert!(s.m.can_commit());
+    assert!(matches!(s.transmit(), GroupRequest::LeaveGroup { .. }));
+    assert!(!s.m.can_commit());
+
+    // Lost partitions: nothing may be committed.
+    let mut s = stable_coop(&[0]);
+    s.advance(Duration::from_secs(3));
+    s.heartbeat(ErrorCode::ILLEGAL_GENERATION);
+    assert_eq!(s.events(), vec![lost(&[0])]);
+    assert!(s.m.commit_request(9, &one_offset()).is_none());
+}
+
+#[test]
+fn transmit_target_peeks_without_taking() {
+    let mut s = Sim::coop();
+    assert_eq!(
+        s.m.transmit_target(),
+        Some(None),
+        "FindCoordinator, any broker"
+    );
+    s.find();
+    assert_eq!(
+        s.m.transmit_target(),
+        Some(Some(1)),
+        "JoinGroup to the coordinator"
+    );
+    let _ = s.transmit();
+    assert_eq!(s.m.transmit_target(), None, "in flight");
+}
+
+#[test]
+fn set_topics_rejoins_with_the_new_subscription() {
+    let mut s = stable_coop(&[0]);
+    s.m.set_topics(s.now, vec!["t".to_string(), "u".to_string()]);
+    let join = s.join_follower(2);
+    let sub = Subscription::decode(&join.protocols[0].metadata).unwrap();
+    assert_eq!(sub.topics, vec!["t".to_string(), "u".to_string()]);
 }

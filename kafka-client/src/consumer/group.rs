@@ -1,0 +1,942 @@
+//! The consumer's group side: [`Consumer::subscribe`], the rebalance hooks, offset commits.
+//!
+//! # What happens at a rebalance, in order
+//!
+//! The group driver (one task per subscribed consumer) handles the member's events one at a
+//! time and awaits each to the end before it sends anything else to the coordinator, so hooks
+//! never run concurrently with each other and each gets its own copy of the partition list.
+//!
+//! - **Revoked** (eager: everything owned, when a rebalance starts; cooperative-sticky: only the
+//!   partitions that moved away, after the SyncGroup; every owned partition on
+//!   [`Consumer::close`]):
+//!   1. the partitions stop being fetched and handed out; their buffered records are dropped
+//!      (their positions stay readable, so [`Consumer::commit_polled`] still covers them);
+//!   2. with `enable.auto.commit`, their polled positions are committed synchronously (as Java
+//!      does before its revoke listener);
+//!   3. [`RebalanceHooks::on_revoked`] runs and is awaited: it may commit;
+//!   4. the partitions are removed; only then does the member send its next JoinGroup (or its
+//!      LeaveGroup), so no other member can own them before the hook has returned.
+//! - **Assigned** (after every successful SyncGroup, even with nothing new; eager: the whole
+//!   assignment, cooperative: only the added partitions):
+//!   1. the partitions join the assignment without a position;
+//!   2. [`RebalanceHooks::on_assigned`] runs and is awaited (a [`Consumer::seek`] there sets the
+//!      start position and skips the committed offset);
+//!   3. their committed offsets are fetched (OffsetFetch with `require_stable`, KIP-447;
+//!      `UNSTABLE_OFFSET_COMMIT` is retried) and fetching starts there, or at
+//!      `auto.offset.reset` for partitions without a committed offset.
+//! - **Lost** (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, session timeout, fencing): the partitions
+//!   are dropped at once, nothing is committed, then [`RebalanceHooks::on_lost`] runs. It must
+//!   not commit (another member may own the partitions already); it does **not** fall back to
+//!   `on_revoked` — implement both if both should do the same.
+//!
+//! With cooperative-sticky (the default) partitions that stay with a member are neither revoked
+//! nor re-assigned: they keep being fetched through the rebalance.
+//!
+//! Hooks must not call [`Consumer::close`] (close waits for the group driver, which waits for
+//! the hook). Heartbeats pause while a hook runs: a hook that takes longer than `session.timeout.ms` gets
+//! the member evicted (its partitions are then lost).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use kafka_wire::messages::offset_fetch::OffsetFetchRequestTopic;
+use kafka_wire::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
+use kafka_wire::messages::{FindCoordinatorRequest, OffsetCommitRequest, OffsetFetchRequest};
+use kafka_wire::{ErrorCode, KString};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Consumer, Inner};
+use crate::client::{Client, Purpose};
+use crate::error::{BrokerError, Error, Result};
+use crate::group::driver::{EventHandler, GroupShared};
+use crate::group::member::{GroupEvent, OffsetToCommit};
+use crate::group::BoxFuture;
+use crate::types::TopicPartition;
+
+/// Async callbacks run at rebalances (franz-go's `OnPartitionsAssigned` / `Revoked` / `Lost`).
+/// See the [module docs](self) for when each runs and what is guaranteed around it. Every
+/// method has a do-nothing default. Each gets a handle of the consumer, to commit, seek or read
+/// positions.
+///
+/// ```
+/// use kafka_client::consumer::RebalanceHooks;
+/// use kafka_client::group::BoxFuture;
+/// use kafka_client::{Consumer, TopicPartition};
+///
+/// struct CommitOnRevoke;
+///
+/// impl RebalanceHooks for CommitOnRevoke {
+///     fn on_revoked<'a>(
+///         &'a self,
+///         consumer: &'a Consumer,
+///         _partitions: &'a [TopicPartition],
+///     ) -> BoxFuture<'a, ()> {
+///         Box::pin(async move {
+///             if let Err(e) = consumer.commit_polled().await {
+///                 eprintln!("commit on revoke failed: {e}");
+///             }
+///         })
+///     }
+/// }
+/// ```
+pub trait RebalanceHooks: Send + Sync + 'static {
+    /// Partitions now owned (eager: the whole assignment; cooperative: the added ones), before
+    /// their committed offsets are fetched.
+    fn on_assigned<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+
+    /// Partitions given up in an orderly way; they are no longer handed out. May commit.
+    fn on_revoked<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+
+    /// Partitions lost without a chance to commit. Must not commit (a commit here fails with
+    /// `REBALANCE_IN_PROGRESS`: the member has no valid generation).
+    fn on_lost<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        let _ = (consumer, partitions);
+        Box::pin(async {})
+    }
+}
+
+/// An offset commit running in the background ([`Consumer::commit_async`]). Awaiting it gives
+/// the commit's result; dropping it does not cancel the commit.
+#[must_use = "the commit runs anyway; await this to learn whether it succeeded"]
+pub struct CommitHandle(CommitInner);
+
+enum CommitInner {
+    Waiting(oneshot::Receiver<Result<()>>),
+    Done(Option<Result<()>>),
+}
+
+impl std::fmt::Debug for CommitHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitHandle").finish_non_exhaustive()
+    }
+}
+
+impl Future for CommitHandle {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &mut self.get_mut().0 {
+            CommitInner::Waiting(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(Error::Closed))),
+            CommitInner::Done(r) => Poll::Ready(r.take().unwrap_or(Err(Error::Closed))),
+        }
+    }
+}
+
+struct CommitJob {
+    offsets: Vec<OffsetToCommit>,
+    reply: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// The group state of a subscribed consumer.
+pub(super) struct GroupState {
+    pub group_id: String,
+    pub shared: Arc<GroupShared>,
+    pub task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Commits go through one worker, in the order they were asked for.
+    commits: mpsc::UnboundedSender<CommitJob>,
+    /// A fatal group error, handed to every later poll.
+    pub fatal: Mutex<Option<Error>>,
+    pub next_auto_commit: Mutex<Instant>,
+}
+
+impl GroupState {
+    fn enqueue(&self, offsets: Vec<OffsetToCommit>, reply: Option<oneshot::Sender<Result<()>>>) {
+        if let Err(mpsc::error::SendError(job)) = self.commits.send(CommitJob { offsets, reply }) {
+            if let Some(reply) = job.reply {
+                let _ = reply.send(Err(Error::Closed));
+            }
+        }
+    }
+}
+
+struct Handler {
+    inner: Weak<Inner>,
+    alive: Weak<()>,
+}
+
+impl Handler {
+    fn consumer(&self) -> Option<Consumer> {
+        Some(Consumer {
+            inner: self.inner.upgrade()?,
+            alive: self.alive.upgrade()?,
+        })
+    }
+}
+
+impl EventHandler for Handler {
+    fn handle(&self, event: GroupEvent) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(consumer) = self.consumer() else {
+                return;
+            };
+            match event {
+                GroupEvent::Assigned { partitions, .. } => consumer.on_assigned(partitions).await,
+                GroupEvent::Revoked { partitions } => consumer.on_revoked(partitions).await,
+                GroupEvent::Lost { partitions } => consumer.on_lost(partitions).await,
+                GroupEvent::Fatal { error } => consumer.on_fatal(error),
+                GroupEvent::Left | GroupEvent::NeedMetadata { .. } => {}
+            }
+        })
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.alive.strong_count() == 0
+    }
+}
+
+fn rebalancing(what: &str) -> Error {
+    Error::Broker(
+        BrokerError::new(ErrorCode::REBALANCE_IN_PROGRESS)
+            .with_message(format!("{what}: the member is not in a synced generation")),
+    )
+}
+
+fn is_coordinator_error(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NOT_COORDINATOR
+            | ErrorCode::COORDINATOR_NOT_AVAILABLE
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+            | ErrorCode::REQUEST_TIMED_OUT
+    )
+}
+
+/// Whether a failed commit attempt is worth repeating in the same generation.
+fn commit_retriable(e: &Error) -> bool {
+    match e.broker_code() {
+        Some(code) => is_coordinator_error(code),
+        None => e.is_retriable(),
+    }
+}
+
+async fn commit_worker(shared: Arc<GroupShared>, mut rx: mpsc::UnboundedReceiver<CommitJob>) {
+    while let Some(job) = rx.recv().await {
+        let r = commit_once(&shared, &job.offsets).await;
+        match job.reply {
+            Some(reply) => {
+                let _ = reply.send(r);
+            }
+            None => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "background offset commit failed");
+                }
+            }
+        }
+    }
+}
+
+/// Commits `offsets` with the member's current generation, retrying coordinator and transport
+/// errors (up to `request.timeout.ms`) as long as the generation stays the same.
+async fn commit_once(shared: &GroupShared, offsets: &[OffsetToCommit]) -> Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let cfg = shared.client.config();
+    let deadline = Instant::now() + cfg.request_timeout;
+    let backoff = cfg.retry_backoff;
+    let generation = shared.member.lock().unwrap().generation();
+    loop {
+        let r = try_commit(shared, offsets, generation).await;
+        match r {
+            Err(e) if commit_retriable(&e) && Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %e, "offset commit failed; retrying");
+                tokio::time::sleep(backoff).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn try_commit(
+    shared: &GroupShared,
+    offsets: &[OffsetToCommit],
+    generation: i32,
+) -> Result<()> {
+    let node = {
+        let m = shared.member.lock().unwrap();
+        if m.generation() != generation || !m.can_commit() {
+            return Err(rebalancing("offset commit"));
+        }
+        m.coordinator().map(|c| c.node_id)
+    };
+    let Some(node) = node else {
+        return Err(Error::Broker(BrokerError::new(
+            ErrorCode::COORDINATOR_NOT_AVAILABLE,
+        )));
+    };
+    let conn = match shared.client.connection(node, Purpose::Group).await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.client.request_metadata_refresh();
+            return Err(e);
+        }
+    };
+    let Some(version) = conn.version::<OffsetCommitRequest>() else {
+        return Err(Error::Broker(
+            BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
+                .with_message("the coordinator does not speak OffsetCommit"),
+        ));
+    };
+    let request = {
+        let m = shared.member.lock().unwrap();
+        if m.generation() != generation {
+            return Err(rebalancing("offset commit"));
+        }
+        m.commit_request(version, offsets)
+    };
+    let Some((version, request)) = request else {
+        return Err(rebalancing("offset commit"));
+    };
+    let group = request.group_id.to_string();
+    let resp = conn.send(version, request).await?;
+    let mut first: Option<Error> = None;
+    let mut group_error: Option<ErrorCode> = None;
+    for t in &resp.topics {
+        for p in &t.partitions {
+            if p.error_code == 0 {
+                continue;
+            }
+            let code = ErrorCode(p.error_code);
+            if matches!(
+                code,
+                ErrorCode::ILLEGAL_GENERATION
+                    | ErrorCode::UNKNOWN_MEMBER_ID
+                    | ErrorCode::REBALANCE_IN_PROGRESS
+                    | ErrorCode::NOT_COORDINATOR
+                    | ErrorCode::COORDINATOR_NOT_AVAILABLE
+                    | ErrorCode::FENCED_INSTANCE_ID
+            ) {
+                group_error.get_or_insert(code);
+            }
+            if first.is_none() {
+                let e = BrokerError::new(code)
+                    .with_group(group.clone())
+                    .with_partition(t.name.to_string(), p.partition_index);
+                first = Some(if code == ErrorCode::FENCED_INSTANCE_ID {
+                    Error::Fenced(e)
+                } else {
+                    Error::Broker(e)
+                });
+            }
+        }
+    }
+    if let Some(code) = group_error {
+        shared.with_member(|m| m.handle_commit_error(Instant::now(), code));
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The coordinator of `group` through FindCoordinator.
+async fn find_coordinator(client: &Client, group: &str) -> Result<i32> {
+    let resp = client
+        .send_any(Purpose::Group, |v| {
+            if v >= 4 {
+                FindCoordinatorRequest {
+                    key_type: 0,
+                    coordinator_keys: vec![KString::from(group)],
+                    ..Default::default()
+                }
+            } else {
+                FindCoordinatorRequest {
+                    key: KString::from(group),
+                    key_type: 0,
+                    ..Default::default()
+                }
+            }
+        })
+        .await?;
+    let (code, node) = match resp.coordinators.first() {
+        Some(c) => (c.error_code, c.node_id),
+        None => (resp.error_code, resp.node_id),
+    };
+    if code != 0 {
+        return Err(Error::Broker(BrokerError::new(code).with_group(group)));
+    }
+    if !client.metadata().brokers.contains_key(&node) {
+        client.refresh_metadata().await?;
+    }
+    Ok(node)
+}
+
+/// One OffsetFetch of `tps` (stable offsets only) to `node`: committed offsets, `None` for
+/// partitions without one. Partition errors come back as the first error.
+async fn offset_fetch_once(
+    client: &Client,
+    node: i32,
+    group: &str,
+    tps: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+    let conn = client.connection(node, Purpose::Group).await?;
+    let Some(version) = conn.version::<OffsetFetchRequest>() else {
+        return Err(Error::Broker(
+            BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
+                .with_message("the coordinator does not speak OffsetFetch"),
+        ));
+    };
+    // v10 names topics by id; we ask by name.
+    let version = version.min(9);
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in tps {
+        by_topic
+            .entry(tp.topic.as_str())
+            .or_default()
+            .push(tp.partition);
+    }
+    let request = if version >= 8 {
+        OffsetFetchRequest {
+            groups: vec![OffsetFetchRequestGroup {
+                group_id: KString::from(group),
+                member_id: None,
+                member_epoch: -1,
+                topics: Some(
+                    by_topic
+                        .iter()
+                        .map(|(t, ps)| OffsetFetchRequestTopics {
+                            name: KString::from(*t),
+                            partition_indexes: ps.clone(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }],
+            require_stable: true,
+            ..Default::default()
+        }
+    } else {
+        OffsetFetchRequest {
+            group_id: KString::from(group),
+            topics: Some(
+                by_topic
+                    .iter()
+                    .map(|(t, ps)| OffsetFetchRequestTopic {
+                        name: KString::from(*t),
+                        partition_indexes: ps.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            require_stable: version >= 7,
+            ..Default::default()
+        }
+    };
+    let resp = conn.send(version, request).await?;
+    let mut rows: Vec<(String, i32, i64, i16)> = Vec::new();
+    let group_code = if version >= 8 {
+        let Some(g) = resp.groups.first() else {
+            return Err(Error::Broker(
+                BrokerError::new(ErrorCode::UNKNOWN_SERVER_ERROR)
+                    .with_group(group)
+                    .with_message("OffsetFetch answered no group"),
+            ));
+        };
+        for t in &g.topics {
+            for p in &t.partitions {
+                rows.push((
+                    t.name.to_string(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.error_code,
+                ));
+            }
+        }
+        g.error_code
+    } else {
+        for t in &resp.topics {
+            for p in &t.partitions {
+                rows.push((
+                    t.name.to_string(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.error_code,
+                ));
+            }
+        }
+        resp.error_code
+    };
+    if group_code != 0 {
+        return Err(Error::Broker(
+            BrokerError::new(group_code).with_group(group),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for (name, partition, offset, code) in rows {
+        if code != 0 {
+            return Err(Error::Broker(
+                BrokerError::new(code)
+                    .with_group(group)
+                    .with_partition(name, partition),
+            ));
+        }
+        out.insert(
+            TopicPartition::new(name, partition),
+            (offset >= 0).then_some(offset),
+        );
+    }
+    Ok(out)
+}
+
+fn offset_fetch_retriable(e: &Error) -> bool {
+    match e.broker_code() {
+        Some(code) => is_coordinator_error(code) || code == ErrorCode::UNSTABLE_OFFSET_COMMIT,
+        None => e.is_retriable(),
+    }
+}
+
+/// Committed offsets of `tps`, retrying retriable errors (UNSTABLE_OFFSET_COMMIT: a transaction
+/// with offsets for them is still open) until `deadline` or until `keep_going` says stop.
+async fn fetch_committed(
+    client: &Client,
+    group: &str,
+    coordinator: impl Fn() -> Option<i32>,
+    tps: &[TopicPartition],
+    deadline: Instant,
+    keep_going: impl Fn() -> bool,
+) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+    let backoff = client.config().retry_backoff;
+    loop {
+        let node = match coordinator() {
+            Some(n) => Ok(n),
+            None => find_coordinator(client, group).await,
+        };
+        let r = match node {
+            Ok(node) => offset_fetch_once(client, node, group, tps).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(e) if offset_fetch_retriable(&e) && Instant::now() + backoff < deadline => {
+                if !keep_going() {
+                    return Err(e);
+                }
+                tracing::debug!(error = %e, "OffsetFetch failed; retrying");
+                tokio::time::sleep(backoff).await;
+            }
+            r => return r,
+        }
+    }
+}
+
+impl Consumer {
+    fn group_state(&self) -> Option<&Arc<GroupState>> {
+        self.inner.group.get()
+    }
+
+    /// Joins the consumer group `group.id` (classic protocol) subscribing to `topics`; a second
+    /// call changes the subscription (and rebalances). Partitions arrive through rebalances:
+    /// see the [module docs](crate::consumer::group) for the order of events and hooks. Topics
+    /// that do not exist yet are subscribed to all the same.
+    ///
+    /// Errors: [`Error::Config`] without `group.id` or with `group.protocol=consumer` (not
+    /// supported yet); [`Error::Misuse`] after [`Consumer::assign`] or [`Consumer::close`].
+    pub fn subscribe<I, S>(&self, topics: I) -> impl Future<Output = Result<()>> + Send + '_
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut topics: Vec<String> = topics.into_iter().map(Into::into).collect();
+        topics.sort();
+        topics.dedup();
+        self.subscribe_topics(topics)
+    }
+
+    async fn subscribe_topics(&self, topics: Vec<String>) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let config = &self.inner.config;
+        let Some(group_id) = config.group_id.clone() else {
+            return Err(Error::Config(crate::config::ConfigError::Invalid(
+                "subscribe needs a group id (group.id / ConsumerConfig::group_id)".to_string(),
+            )));
+        };
+        if config.group_protocol != crate::config::GroupProtocol::Classic {
+            return Err(Error::Config(crate::config::ConfigError::Invalid(
+                "group.protocol=consumer (KIP-848) is not supported yet; use classic".to_string(),
+            )));
+        }
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Misuse("subscribe on a closed consumer".to_string()));
+        }
+        if self.inner.direct.load(Ordering::SeqCst) {
+            return Err(Error::Misuse(
+                "subscribe after assign: a consumer uses one or the other".to_string(),
+            ));
+        }
+        // Make the topics part of the metadata refreshes (to see partition count changes).
+        for t in &topics {
+            let _ = self.inner.client.topic(t).await;
+        }
+        let now = Instant::now();
+        if let Some(g) = self.group_state() {
+            g.shared.with_member(|m| m.set_topics(now, topics));
+            return Ok(());
+        }
+        let mut member_config = crate::group::member::MemberConfig::new(group_id.clone(), topics);
+        member_config.instance_id = config.group_instance_id.clone();
+        member_config.session_timeout = config.session_timeout;
+        member_config.rebalance_timeout = config.rebalance_timeout;
+        member_config.heartbeat_interval = config.heartbeat_interval;
+        member_config.retry_backoff = config.client.retry_backoff;
+        member_config.request_timeout = config.client.request_timeout;
+        let balancers = self.inner.balancers.lock().unwrap().clone();
+        let mut member = crate::group::member::Member::new(member_config, balancers, now);
+        member.start(now);
+        let shared = Arc::new(GroupShared {
+            member: Mutex::new(member),
+            wake: tokio::sync::Notify::new(),
+            client: self.inner.client.clone(),
+            rebalance_timeout: config.rebalance_timeout,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(GroupState {
+            group_id,
+            shared: shared.clone(),
+            task: Mutex::new(None),
+            commits: tx,
+            fatal: Mutex::new(None),
+            next_auto_commit: Mutex::new(now + config.auto_commit_interval),
+        });
+        if self.inner.group.set(state.clone()).is_err() {
+            // A concurrent subscribe won: change its subscription instead.
+            let topics = shared.member.lock().unwrap().topics().to_vec();
+            if let Some(g) = self.group_state() {
+                g.shared.with_member(|m| m.set_topics(now, topics));
+            }
+            return Ok(());
+        }
+        tokio::spawn(commit_worker(shared.clone(), rx));
+        let handler = Arc::new(Handler {
+            inner: Arc::downgrade(&self.inner),
+            alive: Arc::downgrade(&self.alive),
+        });
+        let task = tokio::spawn(crate::group::driver::run(shared, handler));
+        *state.task.lock().unwrap() = Some(task);
+        Ok(())
+    }
+
+    /// The subscribed topics (empty without [`Consumer::subscribe`]).
+    pub fn subscription(&self) -> Vec<String> {
+        self.group_state()
+            .map(|g| g.shared.member.lock().unwrap().topics().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Sets the hooks run at rebalances (replacing earlier ones); set them before
+    /// [`Consumer::subscribe`] to see the first assignment.
+    pub fn set_rebalance_hooks(&self, hooks: Arc<dyn RebalanceHooks>) {
+        *self.inner.hooks.lock().unwrap() = Some(hooks);
+    }
+
+    /// The balancers offered to the group, in order of preference (Java's
+    /// `partition.assignment.strategy`; see [`crate::group::balancer_by_name`]). Default:
+    /// cooperative-sticky alone. Must be called before [`Consumer::subscribe`].
+    pub fn set_balancers(
+        &self,
+        balancers: Vec<Arc<dyn crate::group::balancer::Balancer>>,
+    ) -> Result<()> {
+        if balancers.is_empty() {
+            return Err(Error::Misuse(
+                "set_balancers needs at least one".to_string(),
+            ));
+        }
+        if self.group_state().is_some() {
+            return Err(Error::Misuse(
+                "set_balancers after subscribe has no effect".to_string(),
+            ));
+        }
+        *self.inner.balancers.lock().unwrap() = balancers;
+        Ok(())
+    }
+
+    /// The group member id and generation of the last successful sync, once joined.
+    pub fn group_generation(&self) -> Option<(String, i32)> {
+        let g = self.group_state()?;
+        let m = g.shared.member.lock().unwrap();
+        (m.generation() >= 0).then(|| (m.member_id().to_string(), m.generation()))
+    }
+
+    fn hooks(&self) -> Option<Arc<dyn RebalanceHooks>> {
+        self.inner.hooks.lock().unwrap().clone()
+    }
+
+    async fn on_assigned(&self, partitions: Vec<TopicPartition>) {
+        self.inner.state.lock().unwrap().add_pending(&partitions);
+        if let Some(h) = self.hooks() {
+            h.on_assigned(self, &partitions).await;
+        }
+        let pending: Vec<TopicPartition> = {
+            let st = self.inner.state.lock().unwrap();
+            partitions
+                .iter()
+                .filter(|tp| st.is_pending(tp))
+                .cloned()
+                .collect()
+        };
+        if !pending.is_empty() {
+            if let Some(g) = self.group_state() {
+                let shared = &g.shared;
+                let generation = shared.member.lock().unwrap().generation();
+                // Heartbeats wait while this runs: stay well inside the session.
+                let deadline = Instant::now() + self.inner.config.session_timeout / 2;
+                let r = fetch_committed(
+                    &self.inner.client,
+                    &g.group_id,
+                    || {
+                        shared
+                            .member
+                            .lock()
+                            .unwrap()
+                            .coordinator()
+                            .map(|c| c.node_id)
+                    },
+                    &pending,
+                    deadline,
+                    || shared.member.lock().unwrap().generation() == generation,
+                )
+                .await;
+                let mut st = self.inner.state.lock().unwrap();
+                match r {
+                    Ok(committed) => {
+                        for tp in &pending {
+                            st.start(tp, committed.get(tp).copied().flatten());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch committed offsets");
+                        for tp in &pending {
+                            st.fail(tp, e.clone());
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            for tp in &partitions {
+                st.start(tp, None);
+            }
+        }
+        self.inner.wake.notify_waiters();
+        self.drive();
+    }
+
+    async fn on_revoked(&self, partitions: Vec<TopicPartition>) {
+        self.inner.state.lock().unwrap().fence(&partitions);
+        self.inner.wake.notify_waiters();
+        if self.inner.config.enable_auto_commit {
+            let offsets = self.polled_offsets(Some(&partitions));
+            if let Err(e) = self.commit_offsets(offsets).await {
+                tracing::warn!(error = %e, "auto-commit of revoked partitions failed");
+            }
+        }
+        if let Some(h) = self.hooks() {
+            h.on_revoked(self, &partitions).await;
+        }
+        self.inner.state.lock().unwrap().remove(&partitions);
+        self.inner.wake.notify_waiters();
+    }
+
+    async fn on_lost(&self, partitions: Vec<TopicPartition>) {
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            st.fence(&partitions);
+            st.remove(&partitions);
+        }
+        self.inner.wake.notify_waiters();
+        if let Some(h) = self.hooks() {
+            h.on_lost(self, &partitions).await;
+        }
+    }
+
+    fn on_fatal(&self, code: ErrorCode) {
+        let Some(g) = self.group_state() else {
+            return;
+        };
+        let e = BrokerError::new(code).with_group(g.group_id.clone());
+        let e = if code == ErrorCode::FENCED_INSTANCE_ID {
+            Error::Fenced(e)
+        } else {
+            Error::Broker(e)
+        };
+        tracing::error!(error = %e, "the group member failed for good");
+        *g.fatal.lock().unwrap() = Some(e);
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            let all = st.assignment();
+            st.fence(&all);
+            st.remove(&all);
+        }
+        self.inner.wake.notify_waiters();
+    }
+
+    /// The fatal group error, if the member failed for good.
+    pub(super) fn group_error(&self) -> Option<Error> {
+        self.group_state()?.fatal.lock().unwrap().clone()
+    }
+
+    /// Auto-commit, called at the start of every poll: every `auto.commit.interval.ms`, commits
+    /// in the background the positions of the records handed out by *earlier* polls.
+    pub(super) fn maybe_auto_commit(&self) {
+        if !self.inner.config.enable_auto_commit {
+            return;
+        }
+        let Some(g) = self.group_state() else {
+            return;
+        };
+        let now = Instant::now();
+        {
+            let mut next = g.next_auto_commit.lock().unwrap();
+            if now < *next {
+                return;
+            }
+            *next = now + self.inner.config.auto_commit_interval;
+        }
+        let offsets = self.polled_offsets(None);
+        if !offsets.is_empty() {
+            g.enqueue(offsets, None);
+        }
+    }
+
+    fn polled_offsets(&self, only: Option<&[TopicPartition]>) -> Vec<OffsetToCommit> {
+        let st = self.inner.state.lock().unwrap();
+        st.commit_positions()
+            .into_iter()
+            .filter(|(tp, _, _)| only.is_none_or(|o| o.contains(tp)))
+            .map(|(partition, offset, leader_epoch)| OffsetToCommit {
+                partition,
+                offset,
+                leader_epoch,
+            })
+            .collect()
+    }
+
+    async fn commit_offsets(&self, offsets: Vec<OffsetToCommit>) -> Result<()> {
+        self.commit_handle(offsets).await
+    }
+
+    fn commit_handle(&self, offsets: Vec<OffsetToCommit>) -> CommitHandle {
+        let Some(g) = self.group_state() else {
+            return CommitHandle(CommitInner::Done(Some(Err(Error::Misuse(
+                "commit needs a subscribed consumer (subscribe first)".to_string(),
+            )))));
+        };
+        if offsets.is_empty() {
+            return CommitHandle(CommitInner::Done(Some(Ok(()))));
+        }
+        let (tx, rx) = oneshot::channel();
+        g.enqueue(offsets, Some(tx));
+        CommitHandle(CommitInner::Waiting(rx))
+    }
+
+    /// Commits `offsets` (partition → next offset to consume) for the group and waits for the
+    /// answer. Commits are sent one at a time, in the order asked for. Coordinator and transport
+    /// errors are retried (up to `request.timeout.ms`) while the generation stays the same;
+    /// during a rebalance the commit fails with `REBALANCE_IN_PROGRESS` (commit in
+    /// [`RebalanceHooks::on_revoked`] instead). Needs [`Consumer::subscribe`].
+    pub fn commit<I>(&self, offsets: I) -> CommitHandle
+    where
+        I: IntoIterator<Item = (TopicPartition, i64)>,
+    {
+        let offsets = offsets
+            .into_iter()
+            .map(|(partition, offset)| OffsetToCommit {
+                partition,
+                offset,
+                leader_epoch: -1,
+            })
+            .collect();
+        self.commit_handle(offsets)
+    }
+
+    /// Like [`Consumer::commit`], without waiting: the commit is queued behind earlier ones and
+    /// its failure is logged unless the returned handle is awaited.
+    pub fn commit_async<I>(&self, offsets: I) -> CommitHandle
+    where
+        I: IntoIterator<Item = (TopicPartition, i64)>,
+    {
+        self.commit(offsets)
+    }
+
+    /// Commits the positions of every record handed out by [`Consumer::poll`] so far (with the
+    /// leader epoch of the last one), for every assigned partition; waits for the answer.
+    pub async fn commit_polled(&self) -> Result<()> {
+        let offsets = self.polled_offsets(None);
+        self.commit_offsets(offsets).await
+    }
+
+    /// The group's committed offsets of `tps` (`None`: nothing committed), stable offsets only
+    /// (KIP-447). Works without [`Consumer::subscribe`] as long as `group.id` is set.
+    pub async fn committed(
+        &self,
+        tps: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
+        let Some(group) = self.inner.config.group_id.clone() else {
+            return Err(Error::Config(crate::config::ConfigError::Invalid(
+                "committed needs a group id (group.id / ConsumerConfig::group_id)".to_string(),
+            )));
+        };
+        if tps.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let shared = self.group_state().map(|g| g.shared.clone());
+        let deadline = Instant::now() + self.inner.config.client.request_timeout;
+        let mut out = fetch_committed(
+            &self.inner.client,
+            &group,
+            || {
+                shared
+                    .as_ref()
+                    .and_then(|s| s.member.lock().unwrap().coordinator().map(|c| c.node_id))
+            },
+            tps,
+            deadline,
+            || true,
+        )
+        .await?;
+        for tp in tps {
+            out.entry(tp.clone()).or_insert(None);
+        }
+        Ok(out)
+    }
+
+    /// Leaves the group (revoking everything through the hooks, with a final auto-commit when
+    /// enabled) and waits for the driver to finish, at most the rebalance timeout.
+    pub(super) async fn leave_group(&self) {
+        let Some(g) = self.group_state() else {
+            return;
+        };
+        g.shared.with_member(|m| m.leave(Instant::now()));
+        let task = g.task.lock().unwrap().take();
+        if let Some(task) = task {
+            let wait = self.inner.config.rebalance_timeout + Duration::from_secs(5);
+            if tokio::time::timeout(wait, task).await.is_err() {
+                tracing::warn!("the group member did not leave in time");
+            }
+        }
+    }
+}
