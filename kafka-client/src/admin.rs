@@ -285,6 +285,10 @@ pub struct MemberDescription {
     pub host: String,
     /// Static membership id (KIP-345), if any.
     pub group_instance_id: Option<String>,
+    /// The partitions assigned to the member: decoded from the classic consumer protocol's
+    /// assignment (empty for other protocol types, or an assignment that does not decode), or
+    /// the KIP-848 target assignment's current partitions.
+    pub assignment: Vec<TopicPartition>,
 }
 
 /// A group as its coordinator describes it.
@@ -1257,6 +1261,13 @@ impl Admin {
                         client_id: m.client_id.to_string(),
                         host: m.client_host.to_string(),
                         group_instance_id: m.group_instance_id.as_ref().map(|i| i.to_string()),
+                        assignment: if g.protocol_type.as_str() == "consumer" {
+                            crate::group::balancer::Assignment::decode(&m.member_assignment)
+                                .map(|a| a.partitions)
+                                .unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        },
                     })
                     .collect(),
                 is_consumer_protocol: false,
@@ -1305,6 +1316,16 @@ impl Admin {
                     client_id: m.client_id.to_string(),
                     host: m.client_host.to_string(),
                     group_instance_id: m.instance_id.as_ref().map(|i| i.to_string()),
+                    assignment: m
+                        .assignment
+                        .topic_partitions
+                        .iter()
+                        .flat_map(|t| {
+                            t.partitions
+                                .iter()
+                                .map(|&p| TopicPartition::new(t.topic_name.as_str(), p))
+                        })
+                        .collect(),
                 })
                 .collect(),
             is_consumer_protocol: true,

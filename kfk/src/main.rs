@@ -5,7 +5,11 @@
 //! kfk -b ... topic create events --partitions 12 --rf 1
 //! seq 1 1000 | kfk -b ... produce events --compression zstd
 //! kfk -b ... consume events --from-beginning --count 1000 --format '%p %o %k %v'
+//! kfk -b ... consume events --group readers --from-beginning --idle-exit 5
 //! kfk -b ... offsets events
+//! kfk -b ... group list
+//! kfk -b ... group describe my-group
+//! kfk -b ... group offsets my-group
 //! ```
 //!
 //! Exit codes: 0 success, 1 failure (a broker or connection error, a record not acknowledged),
@@ -15,16 +19,19 @@
 
 mod format;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use kafka_client::admin::{Admin, ConfigResource, NewTopic};
 use kafka_client::config::{ClientConfig, ConfigError, ConsumerConfig, ProducerConfig};
-use kafka_client::consumer::Consumer;
+use kafka_client::consumer::{Consumer, RebalanceHooks};
+use kafka_client::group::BoxFuture;
 use kafka_client::offsets::list_offsets;
 use kafka_client::producer::{DeliveryFuture, Producer, ProducerRecord};
 use kafka_client::{Client, Offset, TopicPartition};
@@ -68,6 +75,27 @@ enum Cmd {
     Offsets {
         /// Topic name.
         topic: String,
+    },
+    /// List consumer groups, describe one, or show its committed offsets and lag.
+    Group {
+        #[command(subcommand)]
+        cmd: GroupCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GroupCmd {
+    /// Every group the brokers know: id, type, state, protocol type.
+    List,
+    /// State, protocol and members (with their assigned partitions) of a group.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Committed offset, log end offset and lag of each partition the group committed.
+    Offsets {
+        /// Group id.
+        group: String,
     },
 }
 
@@ -167,8 +195,14 @@ struct ConsumeArgs {
     #[arg(long, value_name = "SECS")]
     idle_exit: Option<f64>,
     /// Only this partition.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     partition: Option<i32>,
+    /// Consume as a member of this consumer group: partitions are shared with the group's other
+    /// members, reading starts at the group's committed offsets (`--from-beginning`: at the
+    /// earliest offset of partitions without one), and the offsets of the records printed are
+    /// committed as they are printed, at a rebalance and at exit.
+    #[arg(long)]
+    group: Option<String>,
     /// Output format: %t topic, %p partition, %o offset, %T timestamp (ms), %k key, %v value,
     /// %h headers (k=v,...), %% a percent sign; \t \n \\ escapes.
     #[arg(long, default_value = "%v")]
@@ -229,6 +263,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Produce(args) => produce(&props, args).await,
         Cmd::Consume(args) => consume(&props, args).await,
         Cmd::Offsets { topic } => offsets(client_config(&props)?, &topic).await,
+        Cmd::Group { cmd } => group(client_config(&props)?, cmd).await,
     }
 }
 
@@ -515,12 +550,25 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
         .into(),
     ));
     props.push(("enable.auto.commit".into(), "false".into()));
+    if let Some(g) = &args.group {
+        props.push(("group.id".into(), g.clone()));
+        if args.from_beginning {
+            props.push(("auto.offset.reset".into(), "earliest".into()));
+        }
+    }
     let fmt = format::Format::parse(&args.format).map_err(Failure)?;
     let cfg = build(&props, |c: &mut ConsumerConfig, k, v| {
         c.apply_property(k, v)
     })?;
     let consumer = Consumer::new(cfg).await?;
     let meta = consumer.client().topic(&args.topic).await?;
+    let printed_upto = Arc::new(Mutex::new(BTreeMap::new()));
+    if args.group.is_some() {
+        consumer.set_rebalance_hooks(Arc::new(CommitPrinted {
+            printed: printed_upto.clone(),
+        }));
+        consumer.subscribe([args.topic.clone()]).await?;
+    }
     let partitions: Vec<TopicPartition> = match args.partition {
         Some(p) => {
             if meta.partition(p).is_none() {
@@ -538,14 +586,16 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
             .map(|p| TopicPartition::new(&args.topic, p.partition))
             .collect(),
     };
-    consumer.assign(partitions.clone()).await?;
-    let start = if args.from_beginning {
-        Offset::Earliest
-    } else {
-        Offset::Latest
-    };
-    for tp in &partitions {
-        consumer.seek(tp, start).await?;
+    if args.group.is_none() {
+        consumer.assign(partitions.clone()).await?;
+        let start = if args.from_beginning {
+            Offset::Earliest
+        } else {
+            Offset::Latest
+        };
+        for tp in &partitions {
+            consumer.seek(tp, start).await?;
+        }
     }
     let idle = args
         .idle_exit
@@ -588,21 +638,94 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
             fmt.render(r, &mut line);
             line.push(b'\n');
             if let Err(e) = out.write_all(&line) {
-                return finish_output(e, &consumer).await;
+                return finish_output(e, &consumer, &printed_upto).await;
             }
             printed += 1;
+            printed_upto.lock().unwrap().insert(
+                TopicPartition::new(r.topic.as_ref(), r.partition),
+                r.offset + 1,
+            );
         }
         if let Err(e) = out.flush() {
-            return finish_output(e, &consumer).await;
+            return finish_output(e, &consumer, &printed_upto).await;
+        }
+        if args.group.is_some() && !records.is_empty() {
+            // In the background; a failure is logged, and the final commit covers it.
+            let offsets = printed_upto.lock().unwrap().clone();
+            drop(consumer.commit_async(offsets));
         }
     };
     let _ = out.flush();
+    let committed = commit_printed(&consumer, &printed_upto).await;
     consumer.close().await;
-    result
+    result.and(committed)
+}
+
+/// Commits what was printed (a group member only): the offsets after the last record printed of
+/// each partition still owned.
+async fn commit_printed(
+    consumer: &Consumer,
+    printed: &Mutex<BTreeMap<TopicPartition, i64>>,
+) -> CliResult {
+    let offsets = printed.lock().unwrap().clone();
+    if offsets.is_empty() || consumer.subscription().is_empty() {
+        return Ok(());
+    }
+    consumer.commit(offsets).await.map_err(|e| {
+        Failure(format!(
+            "committing the offsets of the records printed: {e}"
+        ))
+    })
+}
+
+/// `kfk consume --group`: at a revocation, commits what was printed from the partitions given up.
+struct CommitPrinted {
+    printed: Arc<Mutex<BTreeMap<TopicPartition, i64>>>,
+}
+
+impl RebalanceHooks for CommitPrinted {
+    fn on_revoked<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let offsets: Vec<(TopicPartition, i64)> = {
+                let mut printed = self.printed.lock().unwrap();
+                partitions
+                    .iter()
+                    .filter_map(|tp| printed.remove(tp).map(|o| (tp.clone(), o)))
+                    .collect()
+            };
+            if !offsets.is_empty() {
+                if let Err(e) = consumer.commit(offsets).await {
+                    eprintln!("kfk: warning: commit at revocation failed: {e}");
+                }
+            }
+        })
+    }
+
+    fn on_lost<'a>(
+        &'a self,
+        _consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let mut printed = self.printed.lock().unwrap();
+            for tp in partitions {
+                printed.remove(tp);
+            }
+        })
+    }
 }
 
 /// A closed stdout (`kfk consume ... | head`) ends the command quietly.
-async fn finish_output(e: std::io::Error, consumer: &Consumer) -> CliResult {
+async fn finish_output(
+    e: std::io::Error,
+    consumer: &Consumer,
+    printed: &Mutex<BTreeMap<TopicPartition, i64>>,
+) -> CliResult {
+    let _ = commit_printed(consumer, printed).await;
     consumer.close().await;
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         Ok(())
@@ -644,5 +767,98 @@ async fn offsets(cfg: ClientConfig, topic: &str) -> CliResult {
     }
     writeln!(out, "total\t\t\t{total}")?;
     client.close();
+    Ok(())
+}
+
+async fn group(cfg: ClientConfig, cmd: GroupCmd) -> CliResult {
+    let admin = Admin::new(cfg).await?;
+    let result = match cmd {
+        GroupCmd::List => group_list(&admin).await,
+        GroupCmd::Describe { group } => group_describe(&admin, &group).await,
+        GroupCmd::Offsets { group } => group_offsets(&admin, &group).await,
+    };
+    admin.client().close();
+    result
+}
+
+async fn group_list(admin: &Admin) -> CliResult {
+    let groups = admin.list_groups().await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "group\ttype\tstate\tprotocol type")?;
+    for g in groups {
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}",
+            g.group_id,
+            g.group_type.as_deref().unwrap_or("?"),
+            g.state.as_deref().unwrap_or("?"),
+            g.protocol_type
+        )?;
+    }
+    Ok(())
+}
+
+async fn group_describe(admin: &Admin, group: &str) -> CliResult {
+    let Some(g) = admin.describe_groups(&[group]).await?.pop() else {
+        return Err(Failure(format!(
+            "no description returned for group {group}"
+        )));
+    };
+    let mut out = std::io::stdout().lock();
+    let kind = if g.is_consumer_protocol {
+        "consumer (KIP-848)"
+    } else {
+        "classic"
+    };
+    writeln!(out, "group {}  {kind}  state {}", g.group_id, g.state)?;
+    writeln!(
+        out,
+        "protocol type {}  protocol {}",
+        g.protocol_type, g.protocol
+    )?;
+    writeln!(out, "members: {}", g.members.len())?;
+    for m in &g.members {
+        let instance = m
+            .group_instance_id
+            .as_deref()
+            .map(|i| format!("  instance {i}"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {}  client {}  host {}{instance}",
+            m.member_id, m.client_id, m.host
+        )?;
+        let parts: Vec<String> = m.assignment.iter().map(|tp| tp.to_string()).collect();
+        writeln!(out, "    assigned: {}", parts.join(" "))?;
+    }
+    Ok(())
+}
+
+async fn group_offsets(admin: &Admin, group: &str) -> CliResult {
+    let committed = admin.list_group_offsets(group).await?;
+    let latest: Vec<_> = committed
+        .keys()
+        .map(|tp| (tp.clone(), Offset::Latest))
+        .collect();
+    let ends = list_offsets(admin.client(), &latest, Default::default()).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "topic\tpartition\tcommitted\tend\tlag")?;
+    let mut total = 0i64;
+    for (tp, offset) in &committed {
+        let (end, lag) = match ends.get(tp) {
+            Some(e) => {
+                let lag = (e.offset - offset).max(0);
+                total += lag;
+                (e.offset.to_string(), lag.to_string())
+            }
+            None => ("?".to_string(), "?".to_string()),
+        };
+        writeln!(
+            out,
+            "{}\t{}\t{offset}\t{end}\t{lag}",
+            tp.topic, tp.partition
+        )?;
+    }
+    writeln!(out, "total lag\t\t\t\t{total}")?;
     Ok(())
 }

@@ -137,6 +137,82 @@ async fn topic_produce_consume_offsets_round_trip() {
     assert!(meta.contains("brokers:"));
 }
 
+/// Values `value N` of the lines of `out`.
+fn values(out: &str) -> Vec<u32> {
+    out.lines()
+        .map(|l| l.rsplit_once("value ").unwrap().1.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_consume_commits_what_it_printed_and_group_commands_show_it() {
+    let b = bootstrap().await;
+    let topic = "kfk-group";
+    let group = "kfk-group-readers";
+    ok(&kfk(
+        &b,
+        &["topic", "create", topic, "--partitions", "3", "--rf", "1"],
+        b"",
+    ));
+    let input: String = (0..30).map(|i| format!("value {i}\n")).collect();
+    ok(&kfk(&b, &["produce", topic], input.as_bytes()));
+
+    // A first member prints 10 records, commits exactly those, and leaves.
+    let first = ok(&kfk(
+        &b,
+        &[
+            "consume",
+            topic,
+            "--group",
+            group,
+            "--from-beginning",
+            "--count",
+            "10",
+        ],
+        b"",
+    ));
+    let first = values(&first);
+    assert_eq!(first.len(), 10);
+
+    let offsets = ok(&kfk(&b, &["group", "offsets", group], b""));
+    let lag: i64 = offsets
+        .lines()
+        .find_map(|l| l.strip_prefix("total lag"))
+        .unwrap_or_else(|| panic!("{offsets}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(lag, 20, "{offsets}");
+    let listed = ok(&kfk(&b, &["group", "list"], b""));
+    assert!(listed.lines().any(|l| l.starts_with(group)), "{listed}");
+    let described = ok(&kfk(&b, &["group", "describe", group], b""));
+    assert!(described.contains("members: 0"), "{described}");
+
+    // The next member of the group reads the other 20, none of the first 10.
+    let second = ok(&kfk(
+        &b,
+        &["consume", topic, "--group", group, "--idle-exit", "3"],
+        b"",
+    ));
+    let mut all = first.clone();
+    all.extend(values(&second));
+    all.sort();
+    assert_eq!(all, (0..30).collect::<Vec<_>>(), "first {first:?}");
+    let offsets = ok(&kfk(&b, &["group", "offsets", group], b""));
+    assert!(offsets.contains("total lag\t\t\t\t0"), "{offsets}");
+
+    // --group and --partition do not go together; an unknown group has no offsets.
+    assert!(!kfk(
+        &b,
+        &["consume", topic, "--group", group, "--partition", "0"],
+        b""
+    )
+    .status
+    .success());
+    let none = ok(&kfk(&b, &["group", "offsets", "kfk-no-such-group"], b""));
+    assert!(none.contains("total lag\t\t\t\t0"), "{none}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_exit_non_zero_with_a_message() {
     let b = bootstrap().await;
