@@ -355,6 +355,19 @@ impl Core {
             .any(|p| !p.hold && p.queue.iter().any(|b| b.seq.is_some()))
     }
 
+    /// The id and epoch to renew to without asking the broker (KIP-360, as Java's idempotent
+    /// producer does): the same id with the next epoch. A broker takes sequence 0 at a new,
+    /// higher epoch, so this is a fresh start for every partition. `None` when there is no id
+    /// yet, no renewal is due, or the epoch is exhausted (then InitProducerId gives a new id).
+    pub fn bumped_producer_id(&self) -> Option<(i64, i16)> {
+        match self.producer {
+            Some((id, epoch)) if self.need_reset && id >= 0 && epoch < i16::MAX - 1 => {
+                Some((id, epoch + 1))
+            }
+            _ => None,
+        }
+    }
+
     /// The producer id and epoch in use.
     pub fn producer_id(&self) -> Option<(i64, i16)> {
         self.producer

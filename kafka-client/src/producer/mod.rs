@@ -397,6 +397,12 @@ async fn drive(sh: Arc<Shared>) {
             break;
         }
         if need_pid {
+            let bumped = sh.core.lock().unwrap().bumped_producer_id();
+            if let Some((id, epoch)) = bumped {
+                tracing::debug!(producer_id = id, epoch, "producer epoch bumped");
+                sh.core.lock().unwrap().set_producer_id(id, epoch);
+                continue;
+            }
             let result = sh.client.send_any(Purpose::Produce, init_request).await;
             let result = result.and_then(|r| match ErrorCode(r.error_code) {
                 ErrorCode::NONE => Ok((r.producer_id, r.producer_epoch)),

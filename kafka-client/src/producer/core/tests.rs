@@ -784,3 +784,35 @@ fn renewal_waits_until_other_partitions_resolve_their_resends_under_the_old_id()
     assert!(got(&mut behind0).unwrap().is_ok());
     assert!(got(&mut new1).unwrap().is_ok());
 }
+
+#[test]
+fn renewal_bumps_the_epoch_of_the_same_id() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = core_with(cfg());
+    assert_eq!(c.bumped_producer_id(), None, "no renewal due");
+    let mut first = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    c.handle_response(t0, tx[0].req, Ok(resp(0, ErrorCode::NONE, 10, 0)));
+    assert!(got(&mut first).unwrap().is_ok());
+    let mut rx = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    c.handle_response(
+        t0,
+        tx[0].req,
+        Ok(resp(0, ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER, -1, 0)),
+    );
+    assert!(got(&mut rx).unwrap().is_err());
+    assert!(c.needs_producer_id());
+    assert_eq!(c.bumped_producer_id(), Some((1000, 1)));
+    c.set_producer_id(1000, 1);
+    let mut next = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_secs(1), &m);
+    assert_eq!(seq_of(&tx[0].batches[0]), (1000, 1, 0, 1));
+    c.handle_response(t0, tx[0].req, Ok(resp(0, ErrorCode::NONE, 12, 0)));
+    assert!(got(&mut next).unwrap().is_ok());
+    // An exhausted epoch asks the broker for a new id instead.
+    c.set_producer_id(1000, i16::MAX - 1);
+    c.need_reset = true;
+    assert_eq!(c.bumped_producer_id(), None);
+}
