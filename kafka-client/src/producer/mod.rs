@@ -248,6 +248,17 @@ impl Producer {
         &self.shared.client
     }
 
+    /// The producer id and epoch in use, once known (idempotent producers only). The epoch goes
+    /// up when the producer renews itself after a batch with a sequence failed.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.shared
+            .core
+            .lock()
+            .unwrap()
+            .producer_id()
+            .filter(|(id, _)| *id >= 0)
+    }
+
     /// Buffers `record` and returns a future of its delivery. Waits up to `max.block.ms` for the
     /// topic's metadata and for buffer space. Fails at once for a record larger than
     /// `max.request.size` (or the 1,000,012-byte batch limit) with `MESSAGE_TOO_LARGE`, for an

@@ -490,3 +490,83 @@ async fn idempotent_producer_survives_kills_cuts_and_restarts() {
     );
     cluster.shutdown(Duration::from_secs(30)).await;
 }
+
+/// A batch that had a sequence fails by the delivery timeout (its broker is black-holed): the
+/// producer renews by bumping its epoch (KIP-360), and the broker takes the next records at
+/// sequence 0 of the new epoch. The log holds the records before and after, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_delivery_timeout_the_renewed_producer_is_accepted() {
+    const T: &str = "producer-epoch-bump";
+    let cluster = Cluster::start(ClusterConfig::with_brokers(1))
+        .await
+        .expect("the 1-node cluster must start");
+    let admin = admin(&cluster).await;
+    admin
+        .create_topic(&NewTopic::new(T, 1, 1).config("retention.ms", "-1"))
+        .await
+        .expect("create topic");
+    let mut cfg = ProducerConfig::default();
+    cfg.client_mut()
+        .bootstrap_servers(servers(&cluster))
+        .client_id("epoch-bump".to_string())
+        .request_timeout(Duration::from_secs(1));
+    cfg.linger(Duration::ZERO)
+        .delivery_timeout(Duration::from_secs(3));
+    let producer = Producer::new(cfg).await.expect("producer starts");
+    let rec = |v: &'static str| ProducerRecord::new(T).partition(0).value(v);
+    let within = |what: &'static str| {
+        move |r: Result<_, tokio::time::error::Elapsed>| {
+            r.unwrap_or_else(|_| panic!("{what}: no answer within 60 s"))
+        }
+    };
+    let a = tokio::time::timeout(Duration::from_secs(60), producer.send_and_wait(rec("a")))
+        .await
+        .map(|r| r.expect("a is acknowledged"))
+        .map_err(|_| ())
+        .expect("a answered");
+    let (id, epoch) = producer
+        .producer_id()
+        .expect("an idempotent producer has an id");
+    let proxy = cluster.nodes()[0].proxy();
+    proxy.blackhole(true);
+    let b = within("b")(
+        tokio::time::timeout(Duration::from_secs(60), producer.send_and_wait(rec("b"))).await,
+    );
+    proxy.heal();
+    let err = b.expect_err("b cannot be delivered through a black hole");
+    println!("b failed as expected: {err}");
+    let c = within("c")(
+        tokio::time::timeout(Duration::from_secs(60), producer.send_and_wait(rec("c"))).await,
+    )
+    .expect("c is acknowledged by the renewed producer");
+    assert!(c.offset > a.offset, "a at {}, c at {}", a.offset, c.offset);
+    assert_eq!(
+        producer.producer_id(),
+        Some((id, epoch + 1)),
+        "renewed by bumping the epoch of the same id"
+    );
+    producer.close().await.expect("close");
+
+    let mut ccfg = ConsumerConfig::default();
+    ccfg.client_mut()
+        .bootstrap_servers(servers(&cluster))
+        .client_id("epoch-bump-reader".to_string());
+    let consumer = Consumer::new(ccfg).await.expect("consumer starts");
+    let tp = TopicPartition::new(T, 0);
+    consumer.assign([tp.clone()]).await.expect("assign");
+    consumer.seek(&tp, Offset::Earliest).await.expect("seek");
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumer.position(&tp) <= Some(c.offset) {
+        assert!(Instant::now() < deadline, "read {values:?} so far");
+        for r in consumer.poll(Duration::from_secs(1)).await.expect("poll") {
+            values
+                .push(String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned());
+        }
+    }
+    assert_eq!(
+        values,
+        ["a", "c"],
+        "b never reached the broker; a and c once each"
+    );
+}
