@@ -25,6 +25,7 @@
 //! ```
 
 pub mod core;
+pub mod txn;
 
 use std::future::Future;
 use std::pin::Pin;
