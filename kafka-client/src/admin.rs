@@ -40,12 +40,11 @@ use kafka_wire::messages::delete_topics::DeleteTopicState;
 use kafka_wire::messages::describe_configs::DescribeConfigsResource;
 use kafka_wire::messages::incremental_alter_configs::{AlterConfigsResource, AlterableConfig};
 use kafka_wire::messages::metadata::MetadataRequestTopic;
-use kafka_wire::messages::offset_fetch::OffsetFetchRequestGroup;
 use kafka_wire::messages::{
     AlterUserScramCredentialsRequest, ConsumerGroupDescribeRequest, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
     DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, MetadataRequest, OffsetFetchRequest,
+    IncrementalAlterConfigsRequest, ListGroupsRequest, MetadataRequest,
 };
 use kafka_wire::{ErrorCode, KString};
 
@@ -56,6 +55,7 @@ use crate::error::{BrokerError, Error, Peer, ProtocolErrorKind, Result};
 use crate::metadata::{BrokerInfo, ClusterMetadata, PartitionMetadata};
 use crate::net::Connection;
 use crate::offsets::ListedOffset;
+use crate::offsets::{offset_fetch_request, offset_fetch_rows};
 use crate::rng::{OsRandom, RandomSource};
 use crate::sasl::ScramHash;
 use crate::types::{Offset, TopicPartition};
@@ -1340,78 +1340,16 @@ impl Admin {
             .retrying(|| async {
                 let node = self.find_group_coordinator(group).await?;
                 let resp = self
-                    .send_control(Some(node), |v| {
-                        if v >= 8 {
-                            OffsetFetchRequest {
-                                groups: vec![OffsetFetchRequestGroup {
-                                    group_id: KString::from(group),
-                                    topics: None,
-                                    ..Default::default()
-                                }],
-                                require_stable: true,
-                                ..Default::default()
-                            }
-                        } else {
-                            OffsetFetchRequest {
-                                group_id: KString::from(group),
-                                topics: None,
-                                require_stable: v >= 7,
-                                ..Default::default()
-                            }
-                        }
-                    })
+                    .send_control(Some(node), |v| offset_fetch_request(v, group, None))
                     .await?;
-                // (topic name or id, partition, offset, error)
-                let mut rows: Vec<(String, Uuid, i32, i64, i16)> = Vec::new();
-                let group_code = if let Some(g) = resp.groups.first() {
-                    for t in &g.topics {
-                        for p in &t.partitions {
-                            rows.push((
-                                t.name.to_string(),
-                                t.topic_id,
-                                p.partition_index,
-                                p.committed_offset,
-                                p.error_code,
-                            ));
-                        }
-                    }
-                    g.error_code
-                } else {
-                    for t in &resp.topics {
-                        for p in &t.partitions {
-                            rows.push((
-                                t.name.to_string(),
-                                Uuid::ZERO,
-                                p.partition_index,
-                                p.committed_offset,
-                                p.error_code,
-                            ));
-                        }
-                    }
-                    resp.error_code
-                };
-                if group_code != 0 {
-                    return Err(Error::Broker(
-                        BrokerError::new(group_code).with_group(group),
-                    ));
-                }
-                for (name, _, partition, _, code) in &rows {
-                    if *code != 0 {
-                        return Err(Error::Broker(
-                            BrokerError::new(*code)
-                                .with_group(group)
-                                .with_partition(name.clone(), *partition),
-                        ));
-                    }
-                }
-                Ok(rows)
+                offset_fetch_rows(&resp, !resp.groups.is_empty(), group)
             })
             .await?;
         // OffsetFetch v10 names topics by id: resolve the ids with Metadata.
         let ids: Vec<Uuid> = raw
             .iter()
-            .filter(|r| r.0.is_empty() && r.1 != Uuid::ZERO)
-            .map(|r| r.1)
+            .filter(|r| r.topic.is_empty() && r.topic_id != Uuid::ZERO)
+            .map(|r| r.topic_id)
             .collect();
         let md = if ids.is_empty() {
             None
@@ -1419,20 +1357,20 @@ impl Admin {
             Some(self.retrying(|| self.fetch_metadata_of(None)).await?)
         };
         let mut out = BTreeMap::new();
-        for (name, id, partition, offset, _) in raw {
-            if offset < 0 {
+        for r in raw {
+            if r.offset < 0 {
                 continue;
             }
-            let name = if name.is_empty() {
-                match md.as_ref().and_then(|m| m.topic_name(id)) {
+            let name = if r.topic.is_empty() {
+                match md.as_ref().and_then(|m| m.topic_name(r.topic_id)) {
                     Some(n) => n.to_string(),
                     // A topic deleted since the commit.
                     None => continue,
                 }
             } else {
-                name
+                r.topic
             };
-            out.insert(TopicPartition::new(name, partition), offset);
+            out.insert(TopicPartition::new(name, r.partition), r.offset);
         }
         Ok(out)
     }

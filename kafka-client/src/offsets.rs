@@ -222,6 +222,124 @@ pub(crate) async fn list_offsets_each(
     }
 }
 
+/// One partition of an OffsetFetch answer. `topic` is empty when the broker named the topic by
+/// id only (OffsetFetch v10+).
+pub(crate) struct FetchedOffset {
+    pub topic: String,
+    pub topic_id: kafka_wire::codec::Uuid,
+    pub partition: i32,
+    /// -1: nothing committed.
+    pub offset: i64,
+}
+
+/// An OffsetFetch of `group`'s committed offsets, stable offsets only (KIP-447, v7+), in the
+/// shape `version` takes (v8+ groups the request): of `topics` (topic -> partitions), or of
+/// every partition the group committed (`None`).
+pub(crate) fn offset_fetch_request(
+    version: i16,
+    group: &str,
+    topics: Option<&BTreeMap<&str, Vec<i32>>>,
+) -> kafka_wire::messages::OffsetFetchRequest {
+    use kafka_wire::messages::offset_fetch::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+    };
+    use kafka_wire::messages::OffsetFetchRequest;
+    if version >= 8 {
+        OffsetFetchRequest {
+            groups: vec![OffsetFetchRequestGroup {
+                group_id: KString::from(group),
+                member_id: None,
+                member_epoch: -1,
+                topics: topics.map(|ts| {
+                    ts.iter()
+                        .map(|(t, ps)| OffsetFetchRequestTopics {
+                            name: KString::from(*t),
+                            partition_indexes: ps.clone(),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            }],
+            require_stable: true,
+            ..Default::default()
+        }
+    } else {
+        OffsetFetchRequest {
+            group_id: KString::from(group),
+            topics: topics.map(|ts| {
+                ts.iter()
+                    .map(|(t, ps)| OffsetFetchRequestTopic {
+                        name: KString::from(*t),
+                        partition_indexes: ps.clone(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            require_stable: version >= 7,
+            ..Default::default()
+        }
+    }
+}
+
+/// The partitions of an OffsetFetch answer, or its group error, or its first partition error.
+/// `grouped`: the answer is in the v8+ shape (results per group).
+pub(crate) fn offset_fetch_rows(
+    resp: &kafka_wire::messages::OffsetFetchResponse,
+    grouped: bool,
+    group: &str,
+) -> Result<Vec<FetchedOffset>> {
+    // (row, error code)
+    let mut rows: Vec<(FetchedOffset, i16)> = Vec::new();
+    let group_code = if grouped {
+        let Some(g) = resp.groups.first() else {
+            return Err(Error::Broker(
+                BrokerError::new(ErrorCode::UNKNOWN_SERVER_ERROR)
+                    .with_group(group)
+                    .with_message("OffsetFetch answered no group"),
+            ));
+        };
+        for t in &g.topics {
+            for p in &t.partitions {
+                let row = FetchedOffset {
+                    topic: t.name.to_string(),
+                    topic_id: t.topic_id,
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                };
+                rows.push((row, p.error_code));
+            }
+        }
+        g.error_code
+    } else {
+        for t in &resp.topics {
+            for p in &t.partitions {
+                let row = FetchedOffset {
+                    topic: t.name.to_string(),
+                    topic_id: kafka_wire::codec::Uuid::ZERO,
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                };
+                rows.push((row, p.error_code));
+            }
+        }
+        resp.error_code
+    };
+    if group_code != 0 {
+        return Err(Error::Broker(
+            BrokerError::new(group_code).with_group(group),
+        ));
+    }
+    if let Some((row, code)) = rows.iter().find(|(_, code)| *code != 0) {
+        return Err(Error::Broker(
+            BrokerError::new(*code)
+                .with_group(group)
+                .with_partition(row.topic.clone(), row.partition),
+        ));
+    }
+    Ok(rows.into_iter().map(|(row, _)| row).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

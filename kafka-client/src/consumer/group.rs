@@ -43,8 +43,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use kafka_wire::messages::offset_fetch::OffsetFetchRequestTopic;
-use kafka_wire::messages::offset_fetch::{OffsetFetchRequestGroup, OffsetFetchRequestTopics};
 use kafka_wire::messages::{FindCoordinatorRequest, OffsetCommitRequest, OffsetFetchRequest};
 use kafka_wire::{ErrorCode, KString};
 use tokio::sync::{mpsc, oneshot};
@@ -55,6 +53,7 @@ use crate::error::{BrokerError, Error, Result};
 use crate::group::driver::{EventHandler, GroupShared};
 use crate::group::member::{GroupEvent, OffsetToCommit};
 use crate::group::BoxFuture;
+use crate::offsets::{offset_fetch_request, offset_fetch_rows};
 use crate::types::TopicPartition;
 
 /// Async callbacks run at rebalances (franz-go's `OnPartitionsAssigned` / `Revoked` / `Lost`).
@@ -409,97 +408,17 @@ async fn offset_fetch_once(
             .or_default()
             .push(tp.partition);
     }
-    let request = if version >= 8 {
-        OffsetFetchRequest {
-            groups: vec![OffsetFetchRequestGroup {
-                group_id: KString::from(group),
-                member_id: None,
-                member_epoch: -1,
-                topics: Some(
-                    by_topic
-                        .iter()
-                        .map(|(t, ps)| OffsetFetchRequestTopics {
-                            name: KString::from(*t),
-                            partition_indexes: ps.clone(),
-                            ..Default::default()
-                        })
-                        .collect(),
-                ),
-                ..Default::default()
-            }],
-            require_stable: true,
-            ..Default::default()
-        }
-    } else {
-        OffsetFetchRequest {
-            group_id: KString::from(group),
-            topics: Some(
-                by_topic
-                    .iter()
-                    .map(|(t, ps)| OffsetFetchRequestTopic {
-                        name: KString::from(*t),
-                        partition_indexes: ps.clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            require_stable: version >= 7,
-            ..Default::default()
-        }
-    };
+    let request = offset_fetch_request(version, group, Some(&by_topic));
     let resp = conn.send(version, request).await?;
-    let mut rows: Vec<(String, i32, i64, i16)> = Vec::new();
-    let group_code = if version >= 8 {
-        let Some(g) = resp.groups.first() else {
-            return Err(Error::Broker(
-                BrokerError::new(ErrorCode::UNKNOWN_SERVER_ERROR)
-                    .with_group(group)
-                    .with_message("OffsetFetch answered no group"),
-            ));
-        };
-        for t in &g.topics {
-            for p in &t.partitions {
-                rows.push((
-                    t.name.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.error_code,
-                ));
-            }
-        }
-        g.error_code
-    } else {
-        for t in &resp.topics {
-            for p in &t.partitions {
-                rows.push((
-                    t.name.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.error_code,
-                ));
-            }
-        }
-        resp.error_code
-    };
-    if group_code != 0 {
-        return Err(Error::Broker(
-            BrokerError::new(group_code).with_group(group),
-        ));
-    }
-    let mut out = BTreeMap::new();
-    for (name, partition, offset, code) in rows {
-        if code != 0 {
-            return Err(Error::Broker(
-                BrokerError::new(code)
-                    .with_group(group)
-                    .with_partition(name, partition),
-            ));
-        }
-        out.insert(
-            TopicPartition::new(name, partition),
-            (offset >= 0).then_some(offset),
-        );
-    }
+    let out = offset_fetch_rows(&resp, version >= 8, group)?
+        .into_iter()
+        .map(|r| {
+            (
+                TopicPartition::new(r.topic, r.partition),
+                (r.offset >= 0).then_some(r.offset),
+            )
+        })
+        .collect();
     Ok(out)
 }
 
