@@ -53,7 +53,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_wire::messages::find_coordinator::Coordinator as WireCoordinator;
 use kafka_wire::messages::join_group::JoinGroupRequestProtocol;
 use kafka_wire::messages::leave_group::MemberIdentity;
 use kafka_wire::messages::offset_commit::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
@@ -936,30 +935,11 @@ impl Member {
     }
 
     fn on_find_coordinator(&mut self, now: Instant, r: FindCoordinatorResponse) -> State {
-        let (error, node_id, host, port) = if self.versions.find_coordinator >= 4 {
-            match r
-                .coordinators
-                .iter()
-                .find(|c| c.key.as_str() == self.config.group_id)
-                .or_else(|| r.coordinators.first())
-            {
-                Some(WireCoordinator {
-                    error_code,
-                    node_id,
-                    host,
-                    port,
-                    ..
-                }) => (ErrorCode(*error_code), *node_id, host.to_string(), *port),
-                None => (ErrorCode::COORDINATOR_NOT_AVAILABLE, -1, String::new(), 0),
-            }
-        } else {
-            (
-                ErrorCode(r.error_code),
-                r.node_id,
-                r.host.to_string(),
-                r.port,
-            )
-        };
+        let (error, node_id, host, port) = crate::client::coordinator_in(
+            &r,
+            self.versions.find_coordinator,
+            &self.config.group_id,
+        );
         if error == ErrorCode::GROUP_AUTHORIZATION_FAILED {
             return self.fatal(error);
         }

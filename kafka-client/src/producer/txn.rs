@@ -113,7 +113,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use kafka_wire::messages::add_partitions_to_txn::AddPartitionsToTxnTopic;
-use kafka_wire::messages::find_coordinator::Coordinator as WireCoordinator;
 use kafka_wire::messages::txn_offset_commit::{
     TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
 };
@@ -1354,30 +1353,8 @@ impl TxnManager {
         let key = group
             .as_deref()
             .unwrap_or(self.cfg.transactional_id.as_str());
-        let (code, node_id, host, port) = if self.versions.find_coordinator >= 4 {
-            match r
-                .coordinators
-                .iter()
-                .find(|c| c.key.as_str() == key)
-                .or_else(|| r.coordinators.first())
-            {
-                Some(WireCoordinator {
-                    error_code,
-                    node_id,
-                    host,
-                    port,
-                    ..
-                }) => (ErrorCode(*error_code), *node_id, host.to_string(), *port),
-                None => (ErrorCode::COORDINATOR_NOT_AVAILABLE, -1, String::new(), 0),
-            }
-        } else {
-            (
-                ErrorCode(r.error_code),
-                r.node_id,
-                r.host.to_string(),
-                r.port,
-            )
-        };
+        let (code, node_id, host, port) =
+            crate::client::coordinator_in(&r, self.versions.find_coordinator, key);
         if code == ErrorCode::NONE && node_id >= 0 {
             let c = Coordinator {
                 node_id,
