@@ -13,6 +13,8 @@
 //! | [`Error::Misuse`]      | the API was called wrongly (e.g. commit outside a transaction) |
 //! | [`Error::Fenced`]      | a newer instance took over this producer or group member       |
 //! | [`Error::Sasl`]        | authentication failed on our side of the exchange              |
+//! | [`Error::Aborted`]     | the record's transaction was aborted before the record was sent |
+//! | [`Error::OutcomeUnknown`] | a commit got no definite answer: treat it as not committed  |
 //!
 //! [`Error::is_retriable`] tells whether retrying the same operation may succeed;
 //! [`Error::is_fatal`] whether the producer/consumer instance must be dropped (or re-initialized).
@@ -73,6 +75,14 @@ pub enum Error {
     /// [`Error::Broker`] with `SASL_AUTHENTICATION_FAILED`).
     #[error(transparent)]
     Sasl(#[from] SaslError),
+    /// The record's transaction was aborted before the record was sent: it was never written.
+    #[error("transaction aborted before the record was sent")]
+    Aborted,
+    /// A transaction commit got no definite answer (the coordinator may have committed or
+    /// aborted it). Never a commit to rely on: rewind to the committed offsets and read with
+    /// `read_committed`. The producer is ready for a new transaction.
+    #[error("transaction outcome unknown: {0}")]
+    OutcomeUnknown(Arc<Error>),
 }
 
 impl Error {
@@ -115,7 +125,9 @@ impl Error {
             | Error::Config(_)
             | Error::Misuse(_)
             | Error::Fenced(_)
-            | Error::Sasl(_) => false,
+            | Error::Sasl(_)
+            | Error::Aborted
+            | Error::OutcomeUnknown(_) => false,
         }
     }
 
@@ -130,7 +142,9 @@ impl Error {
             | Error::Encode(_)
             | Error::Io { .. }
             | Error::Timeout { .. }
-            | Error::Misuse(_) => false,
+            | Error::Misuse(_)
+            | Error::Aborted
+            | Error::OutcomeUnknown(_) => false,
         }
     }
 

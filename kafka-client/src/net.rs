@@ -93,6 +93,8 @@ pub struct Connection {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Submit>,
     versions: Arc<NegotiatedVersions>,
+    /// Finalized feature levels from ApiVersions (name, max level), e.g. `transaction.version`.
+    features: Arc<Vec<(String, i16)>>,
     request_timeout: Duration,
 }
 
@@ -143,7 +145,7 @@ impl Connection {
         // ApiVersions: start at the newest version we speak; a broker that does not know it
         // answers UNSUPPORTED_VERSION at v0 with its own range, and we retry at its highest.
         let mut version = ApiVersionsRequest::MAX_VERSION;
-        let versions = loop {
+        let (versions, features) = loop {
             let req = ApiVersionsRequest {
                 client_software_name: KString::from(CLIENT_SOFTWARE_NAME),
                 client_software_version: KString::from(CLIENT_SOFTWARE_VERSION),
@@ -172,7 +174,12 @@ impl Connection {
             if code != ErrorCode::NONE {
                 return Err(Error::Broker(BrokerError::new(code)));
             }
-            break NegotiatedVersions::from_response(&resp);
+            let features: Vec<(String, i16)> = resp
+                .finalized_features
+                .iter()
+                .map(|f| (f.name.as_str().to_string(), f.max_version_level))
+                .collect();
+            break (NegotiatedVersions::from_response(&resp), features);
         };
 
         if config.security_protocol.uses_sasl() {
@@ -201,6 +208,7 @@ impl Connection {
             shared,
             tx,
             versions: Arc::new(versions),
+            features: Arc::new(features),
             request_timeout: config.request_timeout,
         })
     }
@@ -208,6 +216,15 @@ impl Connection {
     /// The broker this connection talks to.
     pub fn peer(&self) -> &Peer {
         &self.shared.peer
+    }
+
+    /// The finalized level of cluster feature `name` (e.g. `transaction.version`) this broker
+    /// reported at connection time, if any.
+    pub fn finalized_feature(&self, name: &str) -> Option<i16> {
+        self.features
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, level)| *level)
     }
 
     /// The versions negotiated with this broker.

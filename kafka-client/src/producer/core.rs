@@ -55,6 +55,9 @@ pub(crate) type Reply = oneshot::Sender<Result<RecordMetadata>>;
 pub struct CoreConfig {
     pub acks: Acks,
     pub idempotent: bool,
+    /// A transactional producer: the transaction manager supplies the producer id, and a
+    /// failed batch is reported ([`Core::take_failures`]) instead of renewing the id here.
+    pub transactional: bool,
     pub linger: Duration,
     pub batch_size: usize,
     pub buffer_memory: usize,
@@ -80,6 +83,7 @@ impl CoreConfig {
         CoreConfig {
             acks: *c.get_acks(),
             idempotent: c.idempotent(),
+            transactional: c.transactional(),
             linger: *c.get_linger(),
             batch_size: *c.get_batch_size(),
             buffer_memory: *c.get_buffer_memory(),
@@ -262,6 +266,11 @@ pub struct Core {
     /// An append opened or sealed a batch since [`Core::take_wake`]: the driver has something
     /// new to schedule (a linger deadline or a batch to send).
     wake: bool,
+    /// The partition of the last successful [`Core::append`].
+    last_partition: i32,
+    /// Transactional producers: batches that failed since [`Core::take_failures`], with
+    /// whether the batch had a sequence (the epoch must then be bumped).
+    failures: Vec<(Error, bool)>,
 }
 
 impl Core {
@@ -282,7 +291,45 @@ impl Core {
             closing: false,
             probe: BatchBuilder::new(BatchOptions::default()),
             wake: false,
+            last_partition: -1,
+            failures: Vec::new(),
         }
+    }
+
+    /// The partition the last successful [`Core::append`] chose.
+    pub fn last_partition(&self) -> i32 {
+        self.last_partition
+    }
+
+    /// Batches failed since the last call (transactional producers only), each with whether it
+    /// had a sequence: the transaction must be aborted, and with a sequence the epoch bumped.
+    pub fn take_failures(&mut self) -> Vec<(Error, bool)> {
+        std::mem::take(&mut self.failures)
+    }
+
+    /// Drops every batch not in flight (an abort: Java's `abortUndrainedBatches`), failing its
+    /// records with `err`; batches in flight are left to be answered. Returns whether a dropped
+    /// batch had a sequence (it was sent before: the epoch must be bumped).
+    pub fn abort_unsent(&mut self, err: &Error) -> bool {
+        let mut had_seq = false;
+        let mut dropped = Vec::new();
+        for (tp, p) in &self.partitions {
+            for b in &p.queue {
+                if b.state == BatchState::Queued {
+                    had_seq |= b.seq.is_some();
+                    dropped.push((tp.clone(), b.id));
+                }
+            }
+        }
+        for (tp, id) in dropped {
+            if let Some(mut b) = self.remove_batch(&tp, id) {
+                b.fail(err);
+            }
+        }
+        if had_seq {
+            self.need_reset = true;
+        }
+        had_seq
     }
 
     pub fn config(&self) -> &CoreConfig {
@@ -343,6 +390,7 @@ impl Core {
     /// Whether the driver should send InitProducerId now.
     pub fn needs_producer_id(&self) -> bool {
         self.cfg.idempotent
+            && !self.cfg.transactional
             && self.requests.is_empty()
             && (self.producer.is_none() || (self.need_reset && !self.unresolved_sequences()))
     }
@@ -475,6 +523,7 @@ impl Core {
             }
         };
         let tp = TopicPartition::new(record.topic.clone(), partition);
+        self.last_partition = partition;
         let batch_size = self.cfg.batch_size;
         let part = self
             .partitions
@@ -510,6 +559,7 @@ impl Core {
                 compression: self.cfg.compression,
                 compression_level: self.cfg.compression_level,
                 max_batch_bytes: max,
+                transactional: self.cfg.transactional,
                 ..Default::default()
             };
             let id = self.next_batch_id;
@@ -586,6 +636,17 @@ impl Core {
     /// The Produce requests to send now, given the current metadata (leaders and topic ids).
     /// Requests to one broker must be written in the order returned.
     pub fn poll_transmit(&mut self, now: Instant, meta: &ClusterMetadata) -> Vec<Transmit> {
+        self.poll_transmit_gated(now, meta, |_| true)
+    }
+
+    /// [`Core::poll_transmit`] sending only the batches of partitions `may_send` allows (a
+    /// transactional producer sends a partition's batches once it is in the transaction).
+    pub fn poll_transmit_gated(
+        &mut self,
+        now: Instant,
+        meta: &ClusterMetadata,
+        may_send: impl Fn(&TopicPartition) -> bool,
+    ) -> Vec<Transmit> {
         let Some((pid, epoch)) = self.producer else {
             return Vec::new();
         };
@@ -609,6 +670,7 @@ impl Core {
             };
             if part.backoff_until.is_some_and(|t| now < t)
                 || part.must_drain()
+                || !may_send(&tp)
                 || (resends_only && part.hold)
             {
                 continue;
@@ -830,6 +892,9 @@ impl Core {
                 part.hold = true;
             }
         }
+        if self.cfg.transactional {
+            self.failures.push((err.clone(), b.seq.is_some()));
+        }
         b.fail(&err);
     }
 
@@ -985,6 +1050,12 @@ impl Core {
         log_start_offset: i64,
         err: Error,
     ) {
+        if self.cfg.transactional {
+            // In a transaction the batch fails and the transaction aborts; the manager bumps
+            // the epoch (the broker's sequence state then starts afresh).
+            self.finish_batch_err(tp, id, err);
+            return;
+        }
         let Some(part) = self.partitions.get(tp) else {
             return;
         };

@@ -25,7 +25,10 @@
 //! ```
 
 pub mod core;
+mod transaction;
 pub mod txn;
+
+pub use self::txn::{GroupMetadata, TxnOffset};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -161,6 +164,13 @@ struct Shared {
     acks: Acks,
     owns_client: bool,
     driver_done: AtomicBool,
+    /// The transactional side, for a producer with `transactional.id`.
+    txn: Option<transaction::TxnShared>,
+    /// `transactional.id`, sent in every Produce request of a transactional producer.
+    transactional_id: Option<KString>,
+    /// The highest Produce version to send (11 for transactions v1, which must not let a
+    /// Produce add its partition implicitly).
+    max_produce_version: i16,
 }
 
 impl Shared {
@@ -210,18 +220,31 @@ impl Producer {
     pub async fn new(config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
         let client = Client::connect(config.client().clone()).await?;
-        Self::start(client, config, true)
+        match Self::start(client.clone(), config, true).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                client.close();
+                Err(e)
+            }
+        }
     }
 
     /// Starts a producer on an existing client (its connections are shared).
     pub async fn with_client(client: Client, config: ProducerConfig) -> Result<Producer> {
-        Self::start(client, config, false)
+        Self::start(client, config, false).await
     }
 
-    fn start(client: Client, config: ProducerConfig, owns_client: bool) -> Result<Producer> {
+    async fn start(client: Client, config: ProducerConfig, owns_client: bool) -> Result<Producer> {
         for w in config.validate()? {
             tracing::warn!(warning = %w, "producer configuration");
         }
+        let (txn, max_produce_version) = if config.transactional() {
+            let (t, v2) = transaction::TxnShared::new(&client, &config).await?;
+            (Some(t), if v2 { i16::MAX } else { 11 })
+        } else {
+            (None, i16::MAX)
+        };
+        let transactional_id = config.get_transactional_id().as_deref().map(KString::from);
         let cfg = CoreConfig::from_producer(&config);
         let core = Core::new(cfg, Partitioner::new(&config), OsRandom.next_u64());
         let shared = Arc::new(Shared {
@@ -234,8 +257,14 @@ impl Producer {
             acks: *config.get_acks(),
             owns_client,
             driver_done: AtomicBool::new(false),
+            txn,
+            transactional_id,
+            max_produce_version,
         });
         tokio::spawn(drive(shared.clone()));
+        if shared.txn.is_some() {
+            tokio::spawn(transaction::drive_txn(shared.clone()));
+        }
         Ok(Producer {
             _guard: Arc::new(HandleGuard {
                 shared: shared.clone(),
@@ -307,10 +336,27 @@ impl Producer {
             if sh.closed.load(Ordering::SeqCst) {
                 return Err(Error::Closed);
             }
-            let (res, wake) = {
-                let mut core = sh.core.lock().unwrap();
-                let res = core.append(Instant::now(), now_ms(), n, record);
-                (res, core.take_wake())
+            let (res, wake) = match &sh.txn {
+                None => {
+                    let mut core = sh.core.lock().unwrap();
+                    let res = core.append(Instant::now(), now_ms(), n, record);
+                    (res, core.take_wake())
+                }
+                Some(txn) => {
+                    // The manager's lock first (as everywhere): a commit cannot slip in
+                    // between the check and the append.
+                    let mut st = txn.state.lock().unwrap();
+                    st.mgr.check_send()?;
+                    let topic = record.topic.clone();
+                    let mut core = sh.core.lock().unwrap();
+                    let res = core.append(Instant::now(), now_ms(), n, record);
+                    if res.is_ok() {
+                        let tp = crate::types::TopicPartition::new(topic, core.last_partition());
+                        st.mgr.add_partition(&tp)?;
+                        txn.wake.notify_one();
+                    }
+                    (res, core.take_wake())
+                }
             };
             match res {
                 Ok(rx) => {
@@ -367,6 +413,12 @@ impl Producer {
     /// Flushes, then stops the producer (later sends fail with [`Error::Closed`]); closes the
     /// client if the producer created it.
     pub async fn close(&self) -> Result<()> {
+        if self.in_transaction() {
+            tracing::info!("aborting the open transaction at close");
+            if let Err(e) = self.abort_transaction().await {
+                tracing::warn!(error = %e, "abort at close failed");
+            }
+        }
         let flushed = self.flush().await;
         self.shared.begin_close();
         loop {
@@ -446,7 +498,16 @@ async fn drive(sh: Arc<Shared>) {
             continue;
         }
         let meta = sh.client.metadata();
-        let transmits = sh.core.lock().unwrap().poll_transmit(Instant::now(), &meta);
+        let transmits = match &sh.txn {
+            None => sh.core.lock().unwrap().poll_transmit(Instant::now(), &meta),
+            Some(txn) => {
+                let st = txn.state.lock().unwrap();
+                sh.core
+                    .lock()
+                    .unwrap()
+                    .poll_transmit_gated(Instant::now(), &meta, |tp| st.mgr.may_send(tp))
+            }
+        };
         for t in transmits {
             dispatch(&sh, t).await;
         }
@@ -473,7 +534,13 @@ async fn drive(sh: Arc<Shared>) {
     sh.progress.notify_waiters();
 }
 
-fn build_request(t: &Transmit, version: i16, acks: Acks, timeout_ms: i32) -> ProduceRequest {
+fn build_request(
+    t: &Transmit,
+    version: i16,
+    acks: Acks,
+    timeout_ms: i32,
+    transactional_id: Option<KString>,
+) -> ProduceRequest {
     let mut topics: Vec<TopicProduceData> = Vec::new();
     for b in &t.batches {
         let idx = match topics.iter().position(|x| x.name == *b.tp.topic) {
@@ -498,7 +565,7 @@ fn build_request(t: &Transmit, version: i16, acks: Acks, timeout_ms: i32) -> Pro
         });
     }
     ProduceRequest {
-        transactional_id: None,
+        transactional_id,
         acks: acks.wire_value(),
         timeout_ms,
         topic_data: topics,
@@ -560,7 +627,10 @@ async fn dispatch(sh: &Arc<Shared>, t: Transmit) {
             return;
         }
     };
-    let Some(version) = conn.version::<ProduceRequest>() else {
+    let Some(version) = conn
+        .version::<ProduceRequest>()
+        .map(|v| v.min(sh.max_produce_version))
+    else {
         let e = Error::Broker(
             BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
                 .with_message("the broker offers no Produce version this client speaks"),
@@ -570,7 +640,13 @@ async fn dispatch(sh: &Arc<Shared>, t: Transmit) {
     };
     let timeout_ms =
         i32::try_from(sh.client.config().get_request_timeout().as_millis()).unwrap_or(i32::MAX);
-    let req = build_request(&t, version, sh.acks, timeout_ms);
+    let req = build_request(
+        &t,
+        version,
+        sh.acks,
+        timeout_ms,
+        sh.transactional_id.clone(),
+    );
     if sh.acks == Acks::None {
         if let Err(e) = conn.send_no_response(version, req) {
             tracing::warn!(error = %e, "acks=0 produce request not written; records may be lost");

@@ -589,6 +589,21 @@ impl TxnManager {
         )
     }
 
+    /// Whether records may be produced now: only inside a transaction that has not failed and
+    /// is not ending. The error says why not (the abortable or fatal error, or the state).
+    pub fn check_send(&self) -> Result<(), Error> {
+        match self.state {
+            State::InTransaction(_) => Ok(()),
+            _ => Err(self.refuse("send")),
+        }
+    }
+
+    /// Whether [`TxnEvent::Initialized`] has been reported and no bump is under way: a
+    /// transaction may begin.
+    pub fn is_ready(&self) -> bool {
+        matches!(self.state, State::Ready)
+    }
+
     /// Whether the manager waits for [`TxnManager::set_flushed`] before it can send EndTxn.
     pub fn awaiting_flush(&self) -> bool {
         matches!(&self.state, State::Ending { txn, .. } if !txn.flushed)

@@ -11,3 +11,16 @@ mod jvm;
 mod producer_faults;
 mod roundtrip;
 mod security;
+mod transactions;
+
+/// Sends the client's logs to the test output when `KAFKA_TEST_LOG` is set (an env-filter
+/// directive such as `kafka_client=debug`); call it at the start of a test.
+#[allow(dead_code)]
+pub(crate) fn logs() {
+    if let Ok(filter) = std::env::var("KAFKA_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}

@@ -15,6 +15,7 @@ fn cfg() -> CoreConfig {
     CoreConfig {
         acks: Acks::All,
         idempotent: true,
+        transactional: false,
         linger: Duration::from_millis(5),
         batch_size: 16384,
         buffer_memory: 32 << 20,

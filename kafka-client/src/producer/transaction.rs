@@ -1,0 +1,481 @@
+//! The transactional producer: the public transaction API of [`Producer`] and the task that
+//! drives the [`TxnManager`] (the coordinator side, see [`super::txn`]).
+//!
+//! ```text
+//!   begin_transaction / send / send_offsets_to_transaction / commit_transaction / abort_transaction
+//!        |  commands under the manager's lock (taken before the accumulator's)
+//!   TxnManager (sans-IO)  <-- txn driver task: one coordinator request at a time, events
+//!        |  may_send(tp) gates the accumulator; failed batches make the transaction abortable
+//!   Core + produce driver (records carry the producer id and epoch the manager hands over)
+//! ```
+//!
+//! Rules, as Java's producer keeps them:
+//! - records are accepted only between `begin_transaction` and the end of the transaction, and
+//!   not once it has failed: `send` then answers the transaction's error;
+//! - a partition's batches go out only once the coordinator has added it to the transaction
+//!   (AddPartitionsToTxn; implicit with transactions v2);
+//! - a commit first sends everything buffered (no linger) and waits for every batch's answer,
+//!   then sends EndTxn; a batch that failed turns the commit into an error, and the caller must
+//!   abort;
+//! - an abort drops the batches not sent yet (their records fail with [`Error::Aborted`]),
+//!   waits for the batches in flight, then sends EndTxn(abort);
+//! - a commit whose EndTxn never got a definite answer fails with [`Error::OutcomeUnknown`]:
+//!   it may or may not have committed;
+//! - fencing (another producer with the same transactional id) is fatal: every later call fails
+//!   with [`Error::Fenced`] and buffered records fail with it;
+//! - `close` aborts a transaction still open.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_wire::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest,
+    InitProducerIdRequest, ProduceRequest, TxnOffsetCommitRequest,
+};
+use kafka_wire::ErrorCode;
+use tokio::sync::Notify;
+
+use super::txn::{
+    GroupMetadata, Target, TxnConfig, TxnEvent, TxnManager, TxnOffset, TxnRequest, TxnRequestBody,
+    TxnResponse, TxnVersions,
+};
+use super::{Producer, Shared};
+use crate::client::{Client, Purpose};
+use crate::config::ProducerConfig;
+use crate::error::{Error, Result};
+use crate::net::Connection;
+use crate::rng::{OsRandom, RandomSource};
+
+/// Events kept for waiters; older ones are dropped (a waiter looks only at events after the
+/// command it issued, and commands are far fewer than this between two looks).
+const LOG_LEN: usize = 256;
+
+/// The transactional side of a producer's shared state.
+pub(super) struct TxnShared {
+    pub state: Mutex<TxnState>,
+    /// Wakes the transaction driver (a command changed the manager).
+    pub wake: Notify,
+    /// Signalled (to all waiters) when an event was logged.
+    pub events: Notify,
+    /// The upper bound of a commit or abort wait (a safety net: the manager's own deadlines
+    /// end them first).
+    pub max_wait: Duration,
+    /// `max.block.ms`: how long `init_transactions` and `begin_transaction` wait for the
+    /// producer id.
+    pub max_block: Duration,
+}
+
+pub(super) struct TxnState {
+    pub mgr: TxnManager,
+    /// Number of events logged so far.
+    seq: u64,
+    log: VecDeque<(u64, TxnEvent)>,
+    /// The accumulator mark a commit or abort waits for before `set_flushed`.
+    flush_mark: Option<u64>,
+    /// The transaction driver stopped.
+    stopped: bool,
+}
+
+impl TxnShared {
+    /// The manager for `config` (which has a transactional id), with versions negotiated on one
+    /// broker connection. Transactions v2 needs the cluster's finalized `transaction.version`
+    /// to be at least 2; otherwise v1 is used even if the versions would allow v2.
+    pub async fn new(client: &Client, config: &ProducerConfig) -> Result<(TxnShared, bool)> {
+        let Some(id) = config.get_transactional_id().clone() else {
+            return Err(Error::Misuse("not a transactional producer".to_string()));
+        };
+        let conn = client.any_connection(Purpose::Group).await?;
+        let versions = negotiate(&conn);
+        let mut cfg = TxnConfig::new(id);
+        cfg.transaction_timeout = *config.get_transaction_timeout();
+        cfg.request_timeout = *config.client().get_request_timeout();
+        cfg.retry_backoff = *config.client().get_retry_backoff();
+        cfg.retry_backoff_max = *config.client().get_retry_backoff_max();
+        let mut mgr = TxnManager::new(cfg.clone(), versions, OsRandom.next_u64(), Instant::now());
+        let v2 = mgr.is_v2();
+        tracing::debug!(transactional_id = %cfg.transactional_id, v2, ?versions, "transactional producer");
+        mgr.init(Instant::now())?;
+        let max_wait =
+            (*config.get_delivery_timeout()).max(cfg.end_txn_timeout) + cfg.request_timeout * 2;
+        Ok((
+            TxnShared {
+                state: Mutex::new(TxnState {
+                    mgr,
+                    seq: 0,
+                    log: VecDeque::new(),
+                    flush_mark: None,
+                    stopped: false,
+                }),
+                wake: Notify::new(),
+                events: Notify::new(),
+                max_wait,
+                max_block: *config.get_max_block(),
+            },
+            v2,
+        ))
+    }
+}
+
+/// The manager's versions: its defaults capped by what `conn` speaks, and v2 only when the
+/// cluster has finalized `transaction.version` 2 or later.
+fn negotiate(conn: &Connection) -> TxnVersions {
+    let d = TxnVersions::default();
+    let cap = |v: Option<i16>, default: i16| v.map_or(default, |v| v.min(default));
+    let mut v = TxnVersions {
+        find_coordinator: cap(conn.version::<FindCoordinatorRequest>(), d.find_coordinator),
+        init_producer_id: cap(conn.version::<InitProducerIdRequest>(), d.init_producer_id),
+        add_partitions_to_txn: cap(
+            conn.version::<AddPartitionsToTxnRequest>(),
+            d.add_partitions_to_txn,
+        ),
+        add_offsets_to_txn: cap(
+            conn.version::<AddOffsetsToTxnRequest>(),
+            d.add_offsets_to_txn,
+        ),
+        txn_offset_commit: cap(
+            conn.version::<TxnOffsetCommitRequest>(),
+            d.txn_offset_commit,
+        ),
+        end_txn: cap(conn.version::<EndTxnRequest>(), d.end_txn),
+        produce: cap(conn.version::<ProduceRequest>(), d.produce),
+    };
+    if conn.finalized_feature("transaction.version").unwrap_or(0) < 2 {
+        v.end_txn = v.end_txn.min(4);
+        v.produce = v.produce.min(11);
+    }
+    v
+}
+
+impl Producer {
+    fn txn(&self) -> Result<&TxnShared> {
+        self.shared.txn.as_ref().ok_or_else(|| {
+            Error::Misuse("a transaction API on a producer without transactional.id".to_string())
+        })
+    }
+
+    /// Waits until the producer id of the transactional id is initialized (InitProducerId,
+    /// which also fences older producers with the same transactional id and completes their
+    /// open transaction). The producer starts this itself; calling it is optional, as
+    /// [`Producer::begin_transaction`] waits too. Waits up to `max.block.ms`.
+    pub async fn init_transactions(&self) -> Result<()> {
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&self) -> Result<()> {
+        let txn = self.txn()?;
+        let deadline = Instant::now() + txn.max_block;
+        loop {
+            let notified = txn.events.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = txn.state.lock().unwrap();
+                if let Some(e) = st.mgr.fatal() {
+                    return Err(e.clone());
+                }
+                if st.mgr.is_ready() || st.mgr.in_transaction() {
+                    return Ok(());
+                }
+                if st.stopped {
+                    return Err(Error::Closed);
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                return Err(Error::Timeout {
+                    what: "the transactional producer id (max.block.ms)",
+                    after: txn.max_block,
+                });
+            }
+        }
+    }
+
+    /// Begins a transaction (after waiting for the producer id, up to `max.block.ms`). Records
+    /// are accepted until [`commit_transaction`](Self::commit_transaction) or
+    /// [`abort_transaction`](Self::abort_transaction).
+    ///
+    /// Errors: [`Error::Misuse`] while another transaction is open, the fatal error once
+    /// fenced.
+    pub async fn begin_transaction(&self) -> Result<()> {
+        self.wait_ready().await?;
+        let txn = self.txn()?;
+        txn.state.lock().unwrap().mgr.begin()
+    }
+
+    /// Adds the consumer's offsets to the transaction (AddOffsetsToTxn, then TxnOffsetCommit
+    /// carrying `group`'s generation and member id, so a member fenced by a rebalance cannot
+    /// commit: KIP-447). They are committed with the transaction. Returns once the group
+    /// coordinator has accepted them.
+    ///
+    /// Errors: the transaction's error if it failed (abort it then), [`Error::Misuse`] outside
+    /// a transaction.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: Vec<TxnOffset>,
+        group: GroupMetadata,
+    ) -> Result<()> {
+        let txn = self.txn()?;
+        let group_id = group.group_id.clone();
+        let start = {
+            let mut st = txn.state.lock().unwrap();
+            st.mgr.add_offsets(Instant::now(), group, offsets)?;
+            st.seq
+        };
+        txn.wake.notify_one();
+        self.wait_event(start, |e| match e {
+            TxnEvent::OffsetsCommitted { group_id: g } if *g == group_id => Some(Ok(())),
+            TxnEvent::AbortableError(e) | TxnEvent::Fatal(e) => Some(Err(e.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Commits the transaction: sends everything buffered, waits for every batch's answer and
+    /// for the offsets, then EndTxn. Returns once the coordinator has answered.
+    ///
+    /// Errors: a batch or offset error of the transaction (the transaction must then be
+    /// aborted with [`abort_transaction`](Self::abort_transaction));
+    /// [`Error::OutcomeUnknown`] when EndTxn never got a definite answer (the producer is
+    /// ready for a new transaction, but this one may or may not have committed); the fatal
+    /// error once fenced.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        let txn = self.txn()?;
+        let start = {
+            let mut st = txn.state.lock().unwrap();
+            st.mgr.commit(Instant::now())?;
+            let mark = self.shared.core.lock().unwrap().flush();
+            st.flush_mark = Some(mark);
+            st.seq
+        };
+        txn.wake.notify_one();
+        self.shared.wake.notify_one();
+        self.wait_event(start, |e| match e {
+            TxnEvent::Committed => Some(Ok(())),
+            TxnEvent::Aborted => Some(Err(Error::Aborted)),
+            TxnEvent::OutcomeUnknown { error } => {
+                Some(Err(Error::OutcomeUnknown(Arc::new(error.clone()))))
+            }
+            TxnEvent::AbortableError(e) | TxnEvent::Fatal(e) => Some(Err(e.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Aborts the transaction: records not sent yet fail with [`Error::Aborted`], batches in
+    /// flight are answered first, then EndTxn(abort). Allowed after the transaction failed.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        let txn = self.txn()?;
+        let start = {
+            let mut st = txn.state.lock().unwrap();
+            let now = Instant::now();
+            st.mgr.abort(now)?;
+            let mut core = self.shared.core.lock().unwrap();
+            if core.abort_unsent(&Error::Aborted) {
+                // A dropped batch had been sent before: the broker may hold its sequence.
+                st.mgr.abortable_error(now, Error::Aborted, true);
+            }
+            // Flushed once the batches in flight are answered.
+            st.flush_mark = Some(core.last_batch_id());
+            st.seq
+        };
+        self.shared.progress.notify_waiters();
+        txn.wake.notify_one();
+        self.shared.wake.notify_one();
+        self.wait_event(start, |e| match e {
+            TxnEvent::Aborted => Some(Ok(())),
+            TxnEvent::Fatal(e) => Some(Err(e.clone())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Whether a transaction is open (begun, not yet committed or aborted).
+    pub fn in_transaction(&self) -> bool {
+        self.shared
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.state.lock().unwrap().mgr.in_transaction())
+    }
+
+    async fn wait_event<T>(
+        &self,
+        start: u64,
+        pick: impl Fn(&TxnEvent) -> Option<Result<T>>,
+    ) -> Result<T> {
+        let txn = self.txn()?;
+        let deadline = Instant::now() + txn.max_wait;
+        loop {
+            let notified = txn.events.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = txn.state.lock().unwrap();
+                for (seq, e) in &st.log {
+                    if *seq > start {
+                        if let Some(r) = pick(e) {
+                            return r;
+                        }
+                    }
+                }
+                if let Some(e) = st.mgr.fatal() {
+                    return Err(e.clone());
+                }
+                if st.stopped {
+                    return Err(Error::Closed);
+                }
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                return Err(Error::Timeout {
+                    what: "the transaction's coordinator",
+                    after: txn.max_wait,
+                });
+            }
+        }
+    }
+}
+
+/// Whether a batch error is a fencing one (another producer took over the transactional id).
+fn fencing(e: &Error) -> bool {
+    matches!(
+        e.broker_code(),
+        Some(ErrorCode::PRODUCER_FENCED)
+            | Some(ErrorCode::INVALID_PRODUCER_EPOCH)
+            | Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    ) || matches!(e, Error::Fenced(_))
+}
+
+/// Applies what the accumulator reported and the manager's events; returns the request to
+/// send and when to look again.
+fn step(sh: &Shared, txn: &TxnShared) -> (Option<TxnRequest>, Option<Instant>) {
+    let now = Instant::now();
+    let mut st = txn.state.lock().unwrap();
+    let st = &mut *st;
+    let mut logged = false;
+    {
+        let mut core = sh.core.lock().unwrap();
+        for (e, had_seq) in core.take_failures() {
+            if fencing(&e) {
+                let fenced = match e.broker_code() {
+                    Some(code) if code != ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED => {
+                        Error::Fenced(crate::error::BrokerError::new(code))
+                    }
+                    _ => e,
+                };
+                st.mgr.fatal_error(now, fenced);
+            } else {
+                st.mgr.abortable_error(now, e, had_seq);
+            }
+        }
+        if st.mgr.awaiting_flush() {
+            if let Some(mark) = st.flush_mark {
+                if core.flushed(mark) {
+                    st.flush_mark = None;
+                    st.mgr.set_flushed(now);
+                }
+            }
+        }
+        st.mgr.handle_timeout(now);
+        while let Some(event) = st.mgr.poll_event() {
+            match &event {
+                TxnEvent::Initialized { producer_id, epoch }
+                | TxnEvent::EpochBumped { producer_id, epoch } => {
+                    core.set_producer_id(*producer_id, *epoch);
+                }
+                TxnEvent::Fatal(e) => {
+                    core.fail_all(e);
+                }
+                _ => {}
+            }
+            tracing::debug!(?event, "transaction event");
+            st.seq += 1;
+            st.log.push_back((st.seq, event));
+            if st.log.len() > LOG_LEN {
+                st.log.pop_front();
+            }
+            logged = true;
+        }
+    }
+    let req = st.mgr.poll_request();
+    let timeout = st.mgr.poll_timeout();
+    if logged {
+        txn.events.notify_waiters();
+        sh.progress.notify_waiters();
+        sh.wake.notify_one();
+    }
+    (req, timeout)
+}
+
+/// The transaction driver: moves the manager's requests to the coordinators and back.
+pub(super) async fn drive_txn(sh: Arc<Shared>) {
+    let Some(txn) = sh.txn.as_ref() else {
+        return;
+    };
+    loop {
+        let progress = sh.progress.notified();
+        tokio::pin!(progress);
+        progress.as_mut().enable();
+        let (req, timeout) = step(&sh, txn);
+        if sh.driver_done.load(Ordering::SeqCst) || sh.client.is_closed() {
+            break;
+        }
+        if let Some(req) = req {
+            let result = send(&sh.client, req).await;
+            let now = Instant::now();
+            {
+                let mut st = txn.state.lock().unwrap();
+                match result {
+                    Ok(resp) => st.mgr.handle_response(now, resp),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "transaction request failed");
+                        st.mgr.handle_transport_error(now);
+                    }
+                }
+            }
+            sh.wake.notify_one();
+            continue;
+        }
+        let until = timeout
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+            .min(Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            _ = txn.wake.notified() => {}
+            _ = &mut progress => {}
+            _ = tokio::time::sleep_until(until.into()) => {}
+        }
+    }
+    txn.state.lock().unwrap().stopped = true;
+    txn.events.notify_waiters();
+}
+
+async fn connection_to(client: &Client, target: &Target) -> Result<Connection> {
+    let c = match target {
+        Target::AnyBroker => return client.any_connection(Purpose::Group).await,
+        Target::TransactionCoordinator(c) | Target::GroupCoordinator(c) => c,
+    };
+    if !client.metadata().brokers.contains_key(&c.node_id) {
+        client.apply_node_endpoint(c.node_id, &c.host, c.port, None);
+    }
+    client.connection(c.node_id, Purpose::Group).await
+}
+
+async fn send(client: &Client, req: TxnRequest) -> Result<TxnResponse> {
+    let conn = connection_to(client, &req.target).await?;
+    let v = req.version;
+    Ok(match req.body {
+        TxnRequestBody::FindCoordinator(r) => TxnResponse::FindCoordinator(conn.send(v, r).await?),
+        TxnRequestBody::InitProducerId(r) => TxnResponse::InitProducerId(conn.send(v, r).await?),
+        TxnRequestBody::AddPartitionsToTxn(r) => {
+            TxnResponse::AddPartitionsToTxn(conn.send(v, r).await?)
+        }
+        TxnRequestBody::AddOffsetsToTxn(r) => TxnResponse::AddOffsetsToTxn(conn.send(v, r).await?),
+        TxnRequestBody::TxnOffsetCommit(r) => TxnResponse::TxnOffsetCommit(conn.send(v, r).await?),
+        TxnRequestBody::EndTxn(r) => TxnResponse::EndTxn(conn.send(v, r).await?),
+    })
+}
