@@ -47,6 +47,7 @@ pub mod producer;
 pub mod rng;
 pub mod sasl;
 mod tls;
+pub mod transact;
 pub mod types;
 
 pub use admin::Admin;

@@ -10,6 +10,7 @@
 //! kfk -b ... group list
 //! kfk -b ... group describe my-group
 //! kfk -b ... group offsets my-group
+//! kfk -b ... copy events events-copy --group copiers --transactional --from-beginning
 //! ```
 //!
 //! Exit codes: 0 success, 1 failure (a broker or connection error, a record not acknowledged),
@@ -34,6 +35,7 @@ use kafka_client::consumer::{Consumer, RebalanceHooks};
 use kafka_client::group::BoxFuture;
 use kafka_client::offsets::list_offsets;
 use kafka_client::producer::{DeliveryFuture, Producer, ProducerRecord};
+use kafka_client::transact::TransactSession;
 use kafka_client::{Client, Offset, TopicPartition};
 use tokio::io::AsyncBufReadExt;
 
@@ -81,6 +83,39 @@ enum Cmd {
         #[command(subcommand)]
         cmd: GroupCmd,
     },
+    /// Copy a topic to another as a member of a consumer group; with --transactional, exactly
+    /// once (outputs and input offsets commit together).
+    Copy(CopyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CopyArgs {
+    /// Source topic.
+    src: String,
+    /// Destination topic. A record goes to the partition it came from when both topics have
+    /// the same number of partitions, else it is partitioned by key.
+    dst: String,
+    /// The consumer group the copiers share (several copiers split the partitions).
+    #[arg(long)]
+    group: String,
+    /// Exactly once: the copied records and the input offsets are committed in one
+    /// transaction; the input is read with read_committed. Without it: at least once (the
+    /// offsets are committed after the copies are acknowledged).
+    #[arg(long)]
+    transactional: bool,
+    /// The transactional id (default: the group name plus a random suffix; KIP-447 fences
+    /// zombies through the group generation, so it need not be stable).
+    #[arg(long, requires = "transactional")]
+    transactional_id: Option<String>,
+    /// Commit (end the transaction) this often, in milliseconds.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    commit_interval: u64,
+    /// Partitions without a committed offset start at the earliest offset (default: latest).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Exit after this many seconds without an input record.
+    #[arg(long, value_name = "SECS")]
+    idle_exit: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -264,6 +299,7 @@ async fn run(cli: Cli) -> CliResult {
         Cmd::Consume(args) => consume(&props, args).await,
         Cmd::Offsets { topic } => offsets(client_config(&props)?, &topic).await,
         Cmd::Group { cmd } => group(client_config(&props)?, cmd).await,
+        Cmd::Copy(args) => copy(&props, args).await,
     }
 }
 
@@ -659,6 +695,228 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
     let committed = commit_printed(&consumer, &printed_upto).await;
     consumer.close().await;
     result.and(committed)
+}
+
+/// The record `r` of the source as a record of `dst` (key, value, headers and timestamp kept;
+/// the same partition when `same_partition`).
+fn copied(r: &kafka_client::ConsumerRecord, dst: &str, same_partition: bool) -> ProducerRecord {
+    let mut out = ProducerRecord::new(dst.to_string()).timestamp(r.timestamp);
+    if let Some(k) = &r.key {
+        out = out.key(k.clone());
+    }
+    if let Some(v) = &r.value {
+        out = out.value(v.clone());
+    }
+    out.headers = r.headers.clone();
+    if same_partition {
+        out = out.partition(r.partition);
+    }
+    out
+}
+
+async fn copy(props: &[(String, String)], args: CopyArgs) -> CliResult {
+    let mut props = props.to_vec();
+    props.push(("group.id".into(), args.group.clone()));
+    props.push(("enable.auto.commit".into(), "false".into()));
+    props.push(("isolation.level".into(), "read_committed".into()));
+    if args.from_beginning {
+        props.push(("auto.offset.reset".into(), "earliest".into()));
+    }
+    if args.transactional {
+        let id = args.transactional_id.clone().unwrap_or_else(|| {
+            let n = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            format!("{}-{}-{:x}", args.group, std::process::id(), n)
+        });
+        props.push(("transactional.id".into(), id));
+    }
+    let ccfg = build(&props, |c: &mut ConsumerConfig, k, v| {
+        c.apply_property(k, v)
+    })?;
+    let pcfg = build(&props, |c: &mut ProducerConfig, k, v| {
+        c.apply_property(k, v)
+    })?;
+    let idle = args
+        .idle_exit
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64);
+    if args.idle_exit.is_some() && idle.is_none() {
+        return Err(Failure("--idle-exit needs a non-negative number".into()));
+    }
+    let interval = Duration::from_millis(args.commit_interval.max(1));
+    let mut stats = CopyStats::default();
+    let result = if args.transactional {
+        copy_transactional(ccfg, pcfg, &args, idle, interval, &mut stats).await
+    } else {
+        copy_at_least_once(ccfg, pcfg, &args, idle, interval, &mut stats).await
+    };
+    eprintln!(
+        "kfk: copied {} records in {} transactions ({} aborted)",
+        stats.copied, stats.commits, stats.aborts
+    );
+    result
+}
+
+#[derive(Default)]
+struct CopyStats {
+    copied: u64,
+    commits: u64,
+    aborts: u64,
+}
+
+/// Whether the two topics have the same partition count.
+async fn same_partitions(client: &Client, src: &str, dst: &str) -> CliResult<bool> {
+    let a = client.topic(src).await?;
+    let b = client.topic(dst).await?;
+    if let Some(e) = a.error.or(b.error) {
+        return Err(Failure(format!("{src} -> {dst}: {e}")));
+    }
+    Ok(a.partition_count() == b.partition_count())
+}
+
+/// How long to poll before the next commit or idle check; `None` once idle long enough.
+fn next_wait(
+    idle: Option<Duration>,
+    last_record: Instant,
+    txn_started: Option<Instant>,
+    interval: Duration,
+) -> Option<Duration> {
+    let mut wait = txn_started.map_or(interval, |t| interval.saturating_sub(t.elapsed()));
+    if let Some(idle) = idle {
+        let left = idle.saturating_sub(last_record.elapsed());
+        if left.is_zero() && txn_started.is_none() {
+            return None;
+        }
+        wait = wait.min(left.max(Duration::from_millis(1)));
+    }
+    Some(wait.max(Duration::from_millis(1)))
+}
+
+async fn copy_transactional(
+    ccfg: ConsumerConfig,
+    pcfg: ProducerConfig,
+    args: &CopyArgs,
+    idle: Option<Duration>,
+    interval: Duration,
+    stats: &mut CopyStats,
+) -> CliResult {
+    let session = TransactSession::new(ccfg, pcfg).await?;
+    let same = same_partitions(session.producer().client(), &args.src, &args.dst).await?;
+    session.subscribe([args.src.clone()]).await?;
+    let mut last_record = Instant::now();
+    // When the open transaction read its first record (it ends `interval` later).
+    let mut txn_started: Option<Instant> = None;
+    let mut pending = 0u64;
+    let result: CliResult = loop {
+        let Some(wait) = next_wait(idle, last_record, txn_started, interval) else {
+            break Ok(());
+        };
+        let records = match session.poll(wait).await {
+            Ok(r) => r,
+            Err(e) => break Err(e.into()),
+        };
+        if !records.is_empty() {
+            last_record = Instant::now();
+            txn_started.get_or_insert_with(Instant::now);
+        }
+        let mut failed = None;
+        for r in &records {
+            if let Err(e) = session.send(copied(r, &args.dst, same)).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        pending += records.len() as u64;
+        if let Some(e) = &failed {
+            if e.is_fatal() {
+                break Err(e.into());
+            }
+            eprintln!("kfk: send failed, aborting the transaction: {e}");
+        }
+        let due = txn_started.is_some_and(|t| t.elapsed() >= interval);
+        if due || failed.is_some() {
+            match session.end(failed.is_none()).await {
+                Ok(true) => {
+                    stats.copied += pending;
+                    stats.commits += 1;
+                }
+                Ok(false) => stats.aborts += 1,
+                Err(e) => break Err(e.into()),
+            }
+            pending = 0;
+            txn_started = None;
+        }
+    };
+    if result.is_ok() && pending > 0 {
+        if session.end(true).await? {
+            stats.copied += pending;
+            stats.commits += 1;
+        } else {
+            stats.aborts += 1;
+        }
+    }
+    let closed = session.close().await;
+    result?;
+    closed.map_err(Into::into)
+}
+
+async fn copy_at_least_once(
+    ccfg: ConsumerConfig,
+    pcfg: ProducerConfig,
+    args: &CopyArgs,
+    idle: Option<Duration>,
+    interval: Duration,
+    stats: &mut CopyStats,
+) -> CliResult {
+    let producer = Producer::new(pcfg).await?;
+    let consumer = Consumer::new(ccfg).await?;
+    let same = same_partitions(producer.client(), &args.src, &args.dst).await?;
+    consumer.subscribe([args.src.clone()]).await?;
+    let mut last_record = Instant::now();
+    let mut batch_started: Option<Instant> = None;
+    let mut deliveries = Vec::new();
+    let mut offsets: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let result: CliResult = async {
+        loop {
+            let wait = next_wait(idle, last_record, batch_started, interval);
+            let records = match wait {
+                Some(w) => consumer.poll(w).await?,
+                None => Vec::new(),
+            };
+            if !records.is_empty() {
+                last_record = Instant::now();
+                batch_started.get_or_insert_with(Instant::now);
+            }
+            for r in &records {
+                deliveries.push(producer.send(copied(r, &args.dst, same)).await?);
+                offsets.insert(
+                    TopicPartition::new(r.topic.as_ref(), r.partition),
+                    r.offset + 1,
+                );
+            }
+            let due = batch_started.is_some_and(|t| t.elapsed() >= interval);
+            if due || (wait.is_none() && !deliveries.is_empty()) {
+                producer.flush().await?;
+                for d in deliveries.drain(..) {
+                    d.await?;
+                    stats.copied += 1;
+                }
+                consumer.commit(std::mem::take(&mut offsets)).await?;
+                stats.commits += 1;
+                batch_started = None;
+            }
+            if wait.is_none() {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    consumer.close().await;
+    let closed = producer.close().await;
+    result?;
+    closed.map_err(Into::into)
 }
 
 /// Commits what was printed (a group member only): the offsets after the last record printed of

@@ -213,6 +213,106 @@ async fn group_consume_commits_what_it_printed_and_group_commands_show_it() {
     assert!(none.contains("total lag\t\t\t\t0"), "{none}");
 }
 
+/// Two transactional copiers in one group copy a keyed topic with headers: the read_committed
+/// copy holds every record once, in its source partition, with key, value, timestamp and
+/// headers intact, and the copiers' summaries add up to the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_copy_by_two_copiers_holds_every_record_once() {
+    use kafka_client::config::ProducerConfig;
+    use kafka_client::{Producer, ProducerRecord};
+    let b = bootstrap().await;
+    let (src, dst, group) = ("kfk-copy-src", "kfk-copy-dst", "kfk-copiers");
+    for t in [src, dst] {
+        ok(&kfk(
+            &b,
+            &["topic", "create", t, "--partitions", "3", "--rf", "1"],
+            b"",
+        ));
+    }
+    let mut cfg = ProducerConfig::default();
+    cfg.client_mut().bootstrap_servers(vec![b.clone()]);
+    let p = Producer::new(cfg).await.expect("producer");
+    let n = 3000u32;
+    let mut expected = Vec::new();
+    for i in 0..n {
+        let ts = 1_700_000_000_000i64 + i64::from(i);
+        let d = p
+            .send(
+                ProducerRecord::new(src)
+                    .partition((i % 3) as i32)
+                    .key(format!("k{i}"))
+                    .value(format!("v{i}"))
+                    .header("h", format!("x{i}"))
+                    .timestamp(ts),
+            )
+            .await
+            .expect("send");
+        drop(d);
+        expected.push(format!("{} k{i} v{i} {ts} h=x{i}", i % 3));
+    }
+    p.flush().await.expect("flush");
+    p.close().await.expect("close");
+
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kfk"))
+            .args([
+                "-b",
+                &b,
+                "copy",
+                src,
+                dst,
+                "--group",
+                group,
+                "--transactional",
+            ])
+            .args([
+                "--from-beginning",
+                "--idle-exit",
+                "5",
+                "--commit-interval",
+                "50",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kfk copy runs")
+    };
+    let copiers = [spawn(), spawn()];
+    let mut copied = 0u64;
+    for c in copiers {
+        let out = c.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "kfk copy failed: {err}");
+        let summary = err
+            .lines()
+            .find_map(|l| l.strip_prefix("kfk: copied "))
+            .unwrap_or_else(|| panic!("no summary in {err}"));
+        copied += summary.split(' ').next().unwrap().parse::<u64>().unwrap();
+    }
+    assert_eq!(copied, u64::from(n), "the copiers' committed counts add up");
+
+    let out = ok(&kfk(
+        &b,
+        &[
+            "consume",
+            dst,
+            "--from-beginning",
+            "--isolation",
+            "read_committed",
+            "--idle-exit",
+            "3",
+            "--format",
+            "%p %k %v %T %h",
+        ],
+        b"",
+    ));
+    let mut got: Vec<String> = out.lines().map(str::to_string).collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got.len(), expected.len(), "every record copied once");
+    assert_eq!(got, expected);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_exit_non_zero_with_a_message() {
     let b = bootstrap().await;
