@@ -921,6 +921,17 @@ impl Core {
         true
     }
 
+    /// Replaces a partition's backoff by a short one: 20 ms doubling per consecutive error,
+    /// at most `retry.backoff.ms`.
+    fn short_backoff(&mut self, now: Instant, tp: &TopicPartition) {
+        let cap = self.cfg.retry_backoff;
+        if let Some(part) = self.partitions.get_mut(tp) {
+            let shift = part.errors.saturating_sub(1).min(8);
+            let wait = (Duration::from_millis(20) * (1u32 << shift)).min(cap);
+            part.backoff_until = Some(now + wait);
+        }
+    }
+
     /// Applies the outcome of request `req`: its response, or the error that ended it (a
     /// connection error or timeout: the batches may or may not have been written; they are
     /// resent with the same sequences and the broker deduplicates).
@@ -1011,6 +1022,13 @@ impl Core {
                 actions.refresh_metadata = true;
             }
             if code.is_retriable() && self.requeue(now, &tp, id) {
+                if code == ErrorCode::CONCURRENT_TRANSACTIONS {
+                    // The previous transaction's markers are still being written (a Produce
+                    // that adds its partition implicitly, transactions v2): that takes a few
+                    // milliseconds, so retry sooner than retry.backoff.ms (as for
+                    // AddPartitionsToTxn).
+                    self.short_backoff(now, &tp);
+                }
                 tracing::debug!(%tp, error = %err, "produce error, will retry");
             } else {
                 tracing::warn!(%tp, error = %err, "batch failed");

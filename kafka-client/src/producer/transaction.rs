@@ -426,8 +426,16 @@ pub(super) async fn drive_txn(sh: Arc<Shared>) {
             break;
         }
         if let Some(req) = req {
+            let what = request_name(&req.body);
+            let sent = Instant::now();
             let result = send(&sh.client, req).await;
             let now = Instant::now();
+            tracing::trace!(
+                request = what,
+                ms = now.duration_since(sent).as_secs_f64() * 1e3,
+                ok = result.is_ok(),
+                "transaction request answered"
+            );
             {
                 let mut st = txn.state.lock().unwrap();
                 match result {
@@ -452,6 +460,17 @@ pub(super) async fn drive_txn(sh: Arc<Shared>) {
     }
     txn.state.lock().unwrap().stopped = true;
     txn.events.notify_waiters();
+}
+
+fn request_name(body: &TxnRequestBody) -> &'static str {
+    match body {
+        TxnRequestBody::FindCoordinator(_) => "FindCoordinator",
+        TxnRequestBody::InitProducerId(_) => "InitProducerId",
+        TxnRequestBody::AddPartitionsToTxn(_) => "AddPartitionsToTxn",
+        TxnRequestBody::AddOffsetsToTxn(_) => "AddOffsetsToTxn",
+        TxnRequestBody::TxnOffsetCommit(_) => "TxnOffsetCommit",
+        TxnRequestBody::EndTxn(_) => "EndTxn",
+    }
 }
 
 async fn connection_to(client: &Client, target: &Target) -> Result<Connection> {

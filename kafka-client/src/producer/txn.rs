@@ -1534,6 +1534,10 @@ impl TxnManager {
                     // The group coordinator moved or did not answer in time.
                     ErrorCode::REQUEST_TIMED_OUT => Class::Refind,
                     code => match classify(code, &txn_id, false) {
+                        c @ (Class::Retry | Class::Concurrent | Class::Refind) => {
+                            tracing::debug!(%tp, ?code, "TxnOffsetCommit partition will be retried");
+                            c
+                        }
                         Class::Abortable { bump, .. } => Class::Abortable {
                             error: BrokerError::new(code)
                                 .with_group(group.clone())

@@ -35,7 +35,7 @@ fn core_with(cfg: CoreConfig) -> Core {
     pc.batch_size(cfg.batch_size);
     let mut c = Core::new(cfg, Partitioner::new(&pc), 7);
     if c.cfg.idempotent {
-        assert!(c.needs_producer_id());
+        assert_eq!(c.needs_producer_id(), !c.cfg.transactional);
         c.set_producer_id(1000, 0);
     }
     c
@@ -816,4 +816,90 @@ fn renewal_bumps_the_epoch_of_the_same_id() {
     c.set_producer_id(1000, i16::MAX - 1);
     c.need_reset = true;
     assert_eq!(c.bumped_producer_id(), None);
+}
+
+fn txn_core() -> Core {
+    let mut config = cfg();
+    config.transactional = true;
+    let mut c = core_with(config);
+    // The transaction manager, not the core, supplies the id.
+    assert!(!c.needs_producer_id());
+    c.set_producer_id(1000, 0);
+    c
+}
+
+#[test]
+fn concurrent_transactions_on_produce_is_retried_after_a_short_backoff() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = txn_core();
+    let mut rx = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    let t1 = t0 + Duration::from_millis(5);
+    c.handle_response(
+        t1,
+        tx[0].req,
+        Ok(resp(0, ErrorCode::CONCURRENT_TRANSACTIONS, -1, 0)),
+    );
+    // Not before 20 ms, but long before retry.backoff.ms (100 ms).
+    assert!(c
+        .poll_transmit(t1 + Duration::from_millis(19), &m)
+        .is_empty());
+    let tx = c.poll_transmit(t1 + Duration::from_millis(20), &m);
+    assert_eq!(tx.len(), 1, "resent after 20 ms");
+    assert_eq!(seq_of(&tx[0].batches[0]).2, 0, "with the same sequence");
+    c.handle_response(t1, tx[0].req, Ok(resp(0, ErrorCode::NONE, 7, 0)));
+    assert_eq!(got(&mut rx).unwrap().unwrap().offset, 7);
+    assert!(c.take_failures().is_empty());
+}
+
+#[test]
+fn transactional_batches_wait_for_the_gate_and_carry_the_transactional_bit() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = txn_core();
+    let _rx0 = append(&mut c, t0, rec(0, 10));
+    let _rx1 = append(&mut c, t0, rec(1, 10));
+    let later = t0 + Duration::from_millis(10);
+    let tx = c.poll_transmit_gated(later, &m, |tp| tp.partition == 1);
+    assert_eq!(tx.len(), 1);
+    assert_eq!(
+        tx[0].batches.len(),
+        1,
+        "partition 0 is not in the transaction yet"
+    );
+    assert_eq!(tx[0].batches[0].tp.partition, 1);
+    let batch = RecordBatch::new(tx[0].batches[0].records.clone()).expect("a batch");
+    assert!(batch.is_transactional());
+    let tx = c.poll_transmit_gated(later, &m, |_| true);
+    assert_eq!(tx[0].batches[0].tp.partition, 0, "sent once allowed");
+}
+
+#[test]
+fn abort_drops_unsent_batches_and_failed_batches_are_reported() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = txn_core();
+    let mut sent = append(&mut c, t0, rec(0, 10));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(10), &m);
+    let mut unsent = append(&mut c, t0, rec(1, 10));
+    // Partition 1's batch was never sent: dropped without a sequence.
+    assert!(!c.abort_unsent(&Error::Aborted));
+    assert!(matches!(got(&mut unsent), Some(Err(Error::Aborted))));
+    assert!(
+        got(&mut sent).is_none(),
+        "the batch in flight waits for its answer"
+    );
+    assert!(!c.flushed(c.last_batch_id()));
+    // It fails: the failure is reported with its sequence (the epoch must be bumped).
+    c.handle_response(
+        t0,
+        tx[0].req,
+        Ok(resp(0, ErrorCode::INVALID_TXN_STATE, -1, 0)),
+    );
+    assert!(got(&mut sent).unwrap().is_err());
+    let failures = c.take_failures();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].1, "it had a sequence");
+    assert!(c.flushed(c.last_batch_id()));
 }
