@@ -15,6 +15,7 @@ mod report;
 mod runner;
 mod spec;
 mod target;
+mod txn;
 mod worker;
 
 use std::path::PathBuf;
@@ -62,6 +63,9 @@ enum Cmd {
     E2e(Single),
     /// Every available client, alternating runs, with a table, JSON and SVG plots.
     Compare(Compare),
+    /// Consume-transform-produce (our client): transactions at several commit intervals
+    /// against the same loop at least once; throughput, end-to-end and commit latency.
+    Txn(TxnArgs),
     /// Build every peer and report which are available.
     Peers {
         #[arg(long)]
@@ -145,6 +149,90 @@ impl Preset {
 }
 
 #[derive(clap::Args)]
+struct TxnArgs {
+    /// Input records per run.
+    #[arg(long, default_value_t = 30_000)]
+    records: u64,
+    /// Input rate, records/s.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Value size in bytes (at least 16: the stamp).
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Partitions of the input and output topics.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Commit intervals in ms (comma-separated).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1u64, 10, 100])]
+    intervals: Vec<u64>,
+    /// Rounds; each runs every interval, exactly once then at least once.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Serialize)]
+struct TxnReport<'a> {
+    target: &'a str,
+    workload: &'a txn::TxnWorkload,
+    runs: &'a [txn::TxnRun],
+}
+
+async fn txn_bench(a: TxnArgs) -> Result<()> {
+    if a.rate == 0 || a.records == 0 || a.partitions <= 0 || a.intervals.contains(&0) {
+        bail!("--rate, --records, --partitions and every interval must be positive");
+    }
+    let w = txn::TxnWorkload {
+        records: a.records,
+        rate: a.rate,
+        size: a.size.max(16),
+        partitions: a.partitions,
+    };
+    let target = connect(&a.common, a.common.quiet).await?;
+    let mut runs = Vec::new();
+    for round in 0..a.runs.max(1) {
+        for &ms in &a.intervals {
+            for exactly_once in [true, false] {
+                let tag = unique(&format!("txn-{round}-{ms}-{}", u8::from(exactly_once)));
+                if !a.common.quiet {
+                    eprintln!(
+                        "kbench: txn {} at {ms} ms...",
+                        if exactly_once {
+                            "exactly-once"
+                        } else {
+                            "at-least-once"
+                        }
+                    );
+                }
+                let r = txn::run(
+                    &target.bootstrap,
+                    &w,
+                    exactly_once,
+                    std::time::Duration::from_millis(ms),
+                    &tag,
+                )
+                .await
+                .with_context(|| format!("txn run at {ms} ms"))?;
+                runs.push(r);
+            }
+        }
+    }
+    txn::print_table(&w, &runs);
+    if let Some(path) = &a.common.json {
+        write_json(
+            path,
+            &TxnReport {
+                target: &target.bootstrap,
+                workload: &w,
+                runs: &runs,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
 struct Compare {
     #[arg(long, value_enum)]
     workload: Preset,
@@ -209,6 +297,10 @@ fn main() -> ExitCode {
             Cmd::Consume(s) => single(Mode::Consume, s).await,
             Cmd::E2e(s) => single(Mode::E2e, s).await,
             Cmd::Compare(c) => compare(c).await,
+            Cmd::Txn(a) => {
+                init_worker_logging();
+                txn_bench(a).await
+            }
             Cmd::Peers { quiet } => peers(quiet).await,
         }
     });
