@@ -170,8 +170,7 @@ impl TransactSession {
         };
         if !producer_config.transactional() {
             return Err(Error::Misuse(
-                "a transact session needs a transactional producer (transactional.id)"
-                    .to_string(),
+                "a transact session needs a transactional producer (transactional.id)".to_string(),
             ));
         }
         consumer_config.isolation_level(IsolationLevel::ReadCommitted);

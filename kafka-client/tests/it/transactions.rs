@@ -306,7 +306,9 @@ async fn sends_outside_a_transaction_are_refused() {
     }
     // Close aborts the open transaction.
     send_all(&p, &topic, 1, &values("open", 5)).await;
-    p.flush().await.expect("flush: the records are written, in the open transaction");
+    p.flush()
+        .await
+        .expect("flush: the records are written, in the open transaction");
     p.close().await.expect("close");
     let out = read_all(&bootstrap, &topic, 1, IsolationLevel::ReadUncommitted, 5).await;
     assert_eq!(flat(&out).len(), 5);
