@@ -1148,6 +1148,15 @@ config_struct! {
         group_instance_id / get_group_instance_id: Option<String> = None, "group.instance.id";
         /// Group protocol. Default [`GroupProtocol::Classic`].
         group_protocol / get_group_protocol: GroupProtocol = GroupProtocol::Classic, "group.protocol";
+        /// The server-side assignor of the consumer protocol (KIP-848): `uniform` or `range`
+        /// (or a custom one the broker knows). Default none: the broker's default (`uniform`).
+        group_remote_assignor / get_group_remote_assignor: Option<String> = None, "group.remote.assignor";
+        /// The balancers of the classic protocol, in order of preference: a comma-separated
+        /// list of names as in Java (`range`, `roundrobin`, `sticky`, `cooperative-sticky`, or
+        /// their Java class names; see [`crate::group::balancer_by_name`]), resolved at
+        /// subscribe. `Consumer::set_balancers` overrides it. Default empty:
+        /// cooperative-sticky alone.
+        partition_assignment_strategy / get_partition_assignment_strategy: Vec<String> = Vec::new(), "partition.assignment.strategy";
         /// Rack of this client, for fetching from the closest replica (KIP-392). Default none.
         client_rack / get_client_rack: Option<String> = None, "client.rack";
         /// Isolation level. Default [`IsolationLevel::ReadUncommitted`] (Java's).
@@ -1200,6 +1209,20 @@ impl ConsumerConfig {
         }
         if self.group_instance_id.is_some() && self.group_id.is_none() {
             return Err(invalid("group.instance.id needs group.id"));
+        }
+        for name in &self.partition_assignment_strategy {
+            if crate::group::balancer_by_name(name).is_none() {
+                return Err(invalid(&format!(
+                    "partition.assignment.strategy: unknown balancer {name:?}"
+                )));
+            }
+        }
+        if self
+            .group_remote_assignor
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty())
+        {
+            return Err(invalid("group.remote.assignor is empty"));
         }
         if self.group_id.is_none() && self.enable_auto_commit {
             warnings.push(ConfigWarning::AutoCommitWithoutGroup);
@@ -1601,6 +1624,55 @@ mod tests {
             c2.validate().unwrap().as_slice(),
             [ConfigWarning::Ignored { .. }]
         ));
+    }
+
+    #[test]
+    fn assignment_strategy_and_remote_assignor() {
+        let c = ConsumerConfig::from_properties([
+            ("group.id", "g"),
+            ("bootstrap.servers", "h:1"),
+            (
+                "partition.assignment.strategy",
+                "range, org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
+            ),
+            ("group.protocol", "consumer"),
+            ("group.remote.assignor", "uniform"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.partition_assignment_strategy,
+            vec![
+                "range".to_string(),
+                "org.apache.kafka.clients.consumer.CooperativeStickyAssignor".to_string()
+            ]
+        );
+        assert_eq!(c.group_remote_assignor.as_deref(), Some("uniform"));
+        assert!(c.validate().is_ok());
+        // Defaults: no strategy (cooperative-sticky), no remote assignor (the broker's).
+        let d = ConsumerConfig::default();
+        assert!(d.partition_assignment_strategy.is_empty());
+        assert_eq!(d.group_remote_assignor, None);
+        // Unknown balancer names are rejected.
+        let mut bad = c.clone();
+        bad.apply_property("partition.assignment.strategy", "range,nope")
+            .unwrap();
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid(m)) if m.contains("nope")));
+        // An empty value means "not set".
+        let mut e = c.clone();
+        e.apply_property("group.remote.assignor", "").unwrap();
+        assert_eq!(e.group_remote_assignor, None);
+        e.apply_property("partition.assignment.strategy", "")
+            .unwrap();
+        assert!(e.partition_assignment_strategy.is_empty());
+        let mut setters = ConsumerConfig::default();
+        setters
+            .group_remote_assignor("range")
+            .partition_assignment_strategy(vec!["sticky".to_string()]);
+        assert_eq!(
+            setters.get_group_remote_assignor().as_deref(),
+            Some("range")
+        );
+        assert_eq!(setters.get_partition_assignment_strategy(), &["sticky"]);
     }
 
     #[test]

@@ -32,6 +32,16 @@
 //! With cooperative-sticky (the default) partitions that stay with a member are neither revoked
 //! nor re-assigned: they keep being fetched through the rebalance.
 //!
+//! # KIP-848 (`group.protocol=consumer`)
+//!
+//! The broker assigns; the member learns its target assignment from heartbeat answers. The
+//! hooks keep the same meaning and ordering: partitions that left the target are **revoked**
+//! first, and the heartbeat that tells the coordinator they are free goes out only after
+//! `on_revoked` returned; then the added partitions are **assigned** (`on_assigned` also runs with
+//! an empty list when a new target only took partitions away). UNKNOWN_MEMBER_ID,
+//! FENCED_MEMBER_EPOCH and a session without heartbeat answers are **lost**. Commits carry the
+//! member epoch in place of the generation ([`Consumer::group_generation`] returns it).
+//!
 //! Hooks must not call [`Consumer::close`] (close waits for the group driver, which waits for
 //! the hook). Heartbeats pause while a hook runs: a hook that takes longer than `session.timeout.ms` gets
 //! the member evicted (its partitions are then lost).
@@ -43,14 +53,16 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use kafka_wire::messages::{FindCoordinatorRequest, OffsetCommitRequest, OffsetFetchRequest};
+use kafka_wire::messages::{
+    ConsumerGroupHeartbeatRequest, FindCoordinatorRequest, OffsetCommitRequest, OffsetFetchRequest,
+};
 use kafka_wire::{ErrorCode, KString};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Consumer, Inner};
 use crate::client::{Client, Purpose};
 use crate::error::{BrokerError, Error, Result};
-use crate::group::driver::{EventHandler, GroupShared};
+use crate::group::driver::{AnyMember, EventHandler, GroupShared};
 use crate::group::member::{GroupEvent, OffsetToCommit};
 use crate::group::BoxFuture;
 use crate::offsets::{offset_fetch_request, offset_fetch_rows};
@@ -257,13 +269,36 @@ async fn commit_once(shared: &GroupShared, offsets: &[OffsetToCommit]) -> Result
     let cfg = shared.client.config();
     let deadline = Instant::now() + cfg.request_timeout;
     let backoff = cfg.retry_backoff;
-    let generation = shared.member.lock().unwrap().generation();
+    let (mut generation, kip848) = {
+        let m = shared.member.lock().unwrap();
+        (m.generation(), m.is_consumer_protocol())
+    };
     loop {
         let r = try_commit(shared, offsets, generation).await;
         match r {
             Err(e) if commit_retriable(&e) && Instant::now() + backoff < deadline => {
                 tracing::debug!(error = %e, "offset commit failed; retrying");
                 tokio::time::sleep(backoff).await;
+            }
+            // KIP-848: the member epoch moves on with every change of our own assignment, so
+            // a commit can race a heartbeat (STALE_MEMBER_EPOCH, or the epoch changed before
+            // the request was built). Retry with the new epoch while we still hold one.
+            Err(e)
+                if kip848
+                    && matches!(
+                        e.broker_code(),
+                        Some(ErrorCode::STALE_MEMBER_EPOCH | ErrorCode::REBALANCE_IN_PROGRESS)
+                    )
+                    && Instant::now() + backoff < deadline =>
+            {
+                let now_generation = shared.member.lock().unwrap().generation();
+                if now_generation < 0 {
+                    return Err(e);
+                }
+                if now_generation == generation {
+                    tokio::time::sleep(backoff).await;
+                }
+                generation = now_generation;
             }
             r => return r,
         }
@@ -328,6 +363,8 @@ async fn try_commit(
                     | ErrorCode::NOT_COORDINATOR
                     | ErrorCode::COORDINATOR_NOT_AVAILABLE
                     | ErrorCode::FENCED_INSTANCE_ID
+                    | ErrorCode::FENCED_MEMBER_EPOCH
+                    | ErrorCode::STALE_MEMBER_EPOCH
             ) {
                 group_error.get_or_insert(code);
             }
@@ -463,17 +500,24 @@ async fn fetch_committed(
 }
 
 impl Consumer {
-    fn group_state(&self) -> Option<&Arc<GroupState>> {
-        self.inner.group.get()
+    fn group_state(&self) -> Option<Arc<GroupState>> {
+        self.inner.group.lock().unwrap().clone()
     }
 
-    /// Joins the consumer group `group.id` (classic protocol) subscribing to `topics`; a second
-    /// call changes the subscription (and rebalances). Partitions arrive through rebalances:
-    /// see the [module docs](crate::consumer::group) for the order of events and hooks. Topics
-    /// that do not exist yet are subscribed to all the same.
+    /// Joins the consumer group `group.id` subscribing to `topics`; a second call changes the
+    /// subscription (and rebalances). Partitions arrive through rebalances: see the
+    /// [module docs](crate::consumer::group) for the order of events and hooks. Topics that do
+    /// not exist yet are subscribed to all the same.
     ///
-    /// Errors: [`Error::Config`] without `group.id` or with `group.protocol=consumer` (not
-    /// supported yet); [`Error::Misuse`] after [`Consumer::assign`] or [`Consumer::close`].
+    /// The protocol is `group.protocol`: classic (JoinGroup / SyncGroup, client-side balancers
+    /// from [`Consumer::set_balancers`] or `partition.assignment.strategy`), or consumer
+    /// (KIP-848: ConsumerGroupHeartbeat, the broker assigns with `group.remote.assignor`). A
+    /// broker that does not offer ConsumerGroupHeartbeat gets the classic protocol (with a
+    /// warning).
+    ///
+    /// Errors: [`Error::Config`] without `group.id` or with an unknown balancer name in
+    /// `partition.assignment.strategy`; [`Error::Misuse`] after [`Consumer::assign`] or
+    /// [`Consumer::close`].
     pub fn subscribe<I, S>(&self, topics: I) -> impl Future<Output = Result<()>> + Send + '_
     where
         I: IntoIterator<Item = S>,
@@ -485,6 +529,48 @@ impl Consumer {
         self.subscribe_topics(topics)
     }
 
+    /// The classic balancers: [`Consumer::set_balancers`], else `partition.assignment.strategy`,
+    /// else cooperative-sticky.
+    fn classic_balancers(&self) -> Result<Vec<Arc<dyn crate::group::balancer::Balancer>>> {
+        if let Some(b) = self.inner.balancers.lock().unwrap().clone() {
+            return Ok(b);
+        }
+        let names = &self.inner.config.partition_assignment_strategy;
+        if names.is_empty() {
+            return Ok(vec![Arc::new(
+                crate::group::balancer::CooperativeStickyBalancer,
+            )]);
+        }
+        names
+            .iter()
+            .map(|n| {
+                crate::group::balancer_by_name(n).ok_or_else(|| {
+                    Error::Config(crate::config::ConfigError::Invalid(format!(
+                        "partition.assignment.strategy: unknown balancer {n:?}"
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// Whether to run the KIP-848 protocol: asked for, and offered by the broker.
+    async fn use_consumer_protocol(&self) -> Result<bool> {
+        if self.inner.config.group_protocol != crate::config::GroupProtocol::Consumer {
+            return Ok(false);
+        }
+        let conn = self.inner.client.any_connection(Purpose::Group).await?;
+        if conn.version::<ConsumerGroupHeartbeatRequest>().is_some() {
+            Ok(true)
+        } else {
+            tracing::warn!(
+                broker = %conn.peer(),
+                "group.protocol=consumer, but the broker does not offer ConsumerGroupHeartbeat \
+                 (KIP-848); using the classic protocol"
+            );
+            Ok(false)
+        }
+    }
+
     async fn subscribe_topics(&self, topics: Vec<String>) -> Result<()> {
         use std::sync::atomic::Ordering;
         let config = &self.inner.config;
@@ -493,11 +579,6 @@ impl Consumer {
                 "subscribe needs a group id (group.id / ConsumerConfig::group_id)".to_string(),
             )));
         };
-        if config.group_protocol != crate::config::GroupProtocol::Classic {
-            return Err(Error::Config(crate::config::ConfigError::Invalid(
-                "group.protocol=consumer (KIP-848) is not supported yet; use classic".to_string(),
-            )));
-        }
         if self.inner.closed.load(Ordering::SeqCst) {
             return Err(Error::Misuse("subscribe on a closed consumer".to_string()));
         }
@@ -506,7 +587,8 @@ impl Consumer {
                 "subscribe after assign: a consumer uses one or the other".to_string(),
             ));
         }
-        // Make the topics part of the metadata refreshes (to see partition count changes).
+        // Make the topics part of the metadata refreshes (to see partition count changes, and
+        // to name the topic ids of KIP-848 assignments).
         for t in &topics {
             let _ = self.inner.client.topic(t).await;
         }
@@ -515,16 +597,34 @@ impl Consumer {
             g.shared.with_member(|m| m.set_topics(now, topics));
             return Ok(());
         }
-        let mut member_config = crate::group::member::MemberConfig::new(group_id.clone(), topics);
-        member_config.instance_id = config.group_instance_id.clone();
-        member_config.session_timeout = config.session_timeout;
-        member_config.rebalance_timeout = config.rebalance_timeout;
-        member_config.heartbeat_interval = config.heartbeat_interval;
-        member_config.retry_backoff = config.client.retry_backoff;
-        member_config.request_timeout = config.client.request_timeout;
-        let balancers = self.inner.balancers.lock().unwrap().clone();
-        let mut member = crate::group::member::Member::new(member_config, balancers, now);
-        member.start(now);
+        let member = if self.use_consumer_protocol().await? {
+            use crate::group::consumer_member::{ConsumerMember, ConsumerMemberConfig};
+            use crate::rng::RandomSource;
+            let mut mc = ConsumerMemberConfig::new(group_id.clone(), topics);
+            mc.instance_id = config.group_instance_id.clone();
+            mc.rack_id = config.client_rack.clone();
+            mc.server_assignor = config.group_remote_assignor.clone();
+            mc.rebalance_timeout = config.rebalance_timeout;
+            mc.session_timeout = config.session_timeout;
+            mc.retry_backoff = config.client.retry_backoff;
+            mc.request_timeout = config.client.request_timeout;
+            let seed = crate::rng::OsRandom.next_u64();
+            let mut member = ConsumerMember::new(mc, seed, now);
+            member.start(now);
+            AnyMember::Consumer(member)
+        } else {
+            let mut mc = crate::group::member::MemberConfig::new(group_id.clone(), topics);
+            mc.instance_id = config.group_instance_id.clone();
+            mc.session_timeout = config.session_timeout;
+            mc.rebalance_timeout = config.rebalance_timeout;
+            mc.heartbeat_interval = config.heartbeat_interval;
+            mc.retry_backoff = config.client.retry_backoff;
+            mc.request_timeout = config.client.request_timeout;
+            let balancers = self.classic_balancers()?;
+            let mut member = crate::group::member::Member::new(mc, balancers, now);
+            member.start(now);
+            AnyMember::Classic(member)
+        };
         let shared = Arc::new(GroupShared {
             member: Mutex::new(member),
             wake: tokio::sync::Notify::new(),
@@ -540,13 +640,15 @@ impl Consumer {
             fatal: Mutex::new(None),
             next_auto_commit: Mutex::new(now + config.auto_commit_interval),
         });
-        if self.inner.group.set(state.clone()).is_err() {
-            // A concurrent subscribe won: change its subscription instead.
-            let topics = shared.member.lock().unwrap().topics().to_vec();
-            if let Some(g) = self.group_state() {
+        {
+            let mut slot = self.inner.group.lock().unwrap();
+            if let Some(g) = slot.as_ref() {
+                // A concurrent subscribe won: change its subscription instead.
+                let topics = shared.member.lock().unwrap().topics().to_vec();
                 g.shared.with_member(|m| m.set_topics(now, topics));
+                return Ok(());
             }
-            return Ok(());
+            *slot = Some(state.clone());
         }
         tokio::spawn(commit_worker(shared.clone(), rx));
         let handler = Arc::new(Handler {
@@ -555,6 +657,38 @@ impl Consumer {
         });
         let task = tokio::spawn(crate::group::driver::run(shared, handler));
         *state.task.lock().unwrap() = Some(task);
+        Ok(())
+    }
+
+    /// Leaves the group: every owned partition is revoked through the hooks (with the
+    /// auto-commit of [`Consumer::close`]), the member leaves (LeaveGroup, or a KIP-848
+    /// heartbeat with epoch -1; nothing for a static member), fetching stops and the
+    /// subscription is forgotten. A later [`Consumer::subscribe`] joins anew. Does nothing
+    /// without a subscription. Waits at most the rebalance timeout (plus five seconds) for the
+    /// member to leave.
+    pub async fn unsubscribe(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let Some(g) = self.group_state() else {
+            return Ok(());
+        };
+        self.leave_group().await;
+        {
+            let mut slot = self.inner.group.lock().unwrap();
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &g)) {
+                *slot = None;
+            }
+        }
+        // Whatever the member did not revoke (it did not leave in time) stops now.
+        {
+            let mut st = self.inner.state.lock().unwrap();
+            let all = st.assignment();
+            st.fence(&all);
+            st.remove(&all);
+        }
+        self.inner.wake.notify_waiters();
         Ok(())
     }
 
@@ -571,9 +705,9 @@ impl Consumer {
         *self.inner.hooks.lock().unwrap() = Some(hooks);
     }
 
-    /// The balancers offered to the group, in order of preference (Java's
-    /// `partition.assignment.strategy`; see [`crate::group::balancer_by_name`]). Default:
-    /// cooperative-sticky alone. Must be called before [`Consumer::subscribe`].
+    /// The balancers offered to the group, in order of preference (classic protocol only;
+    /// overrides `partition.assignment.strategy`, see [`crate::group::balancer_by_name`]).
+    /// Default: cooperative-sticky alone. Must be called before [`Consumer::subscribe`].
     pub fn set_balancers(
         &self,
         balancers: Vec<Arc<dyn crate::group::balancer::Balancer>>,
@@ -588,11 +722,12 @@ impl Consumer {
                 "set_balancers after subscribe has no effect".to_string(),
             ));
         }
-        *self.inner.balancers.lock().unwrap() = balancers;
+        *self.inner.balancers.lock().unwrap() = Some(balancers);
         Ok(())
     }
 
-    /// The group member id and generation of the last successful sync, once joined.
+    /// The group member id and generation of the last successful sync (KIP-848: the member
+    /// epoch), once joined.
     pub fn group_generation(&self) -> Option<(String, i32)> {
         let g = self.group_state()?;
         let m = g.shared.member.lock().unwrap();
@@ -853,8 +988,10 @@ impl Consumer {
         let task = g.task.lock().unwrap().take();
         if let Some(task) = task {
             let wait = self.inner.config.rebalance_timeout + Duration::from_secs(5);
+            let abort = task.abort_handle();
             if tokio::time::timeout(wait, task).await.is_err() {
                 tracing::warn!("the group member did not leave in time");
+                abort.abort();
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The consumer: [`Consumer::assign`] partitions directly, or [`Consumer::subscribe`] to topics
-//! as a member of the consumer group `group.id` (classic protocol); then [`Consumer::poll`]
-//! records.
+//! as a member of the consumer group `group.id` (classic protocol, or KIP-848 with
+//! `group.protocol=consumer`); then [`Consumer::poll`] records.
 //!
 //! ```text
 //!   Consumer (handle)  assign / subscribe / seek / pause / poll / stream / commit
@@ -9,7 +9,8 @@
 //!        |             offset lookups (ListOffsets) for positions to reset
 //!   Fetcher (sans-IO)  positions, KIP-227 fetch sessions, record buffer, txn filtering
 //!
-//!   group driver       (subscribed consumers) one task running the sans-IO group Member on
+//!   group driver       (subscribed consumers) one task running the sans-IO group member
+//!                      (classic Member or KIP-848 ConsumerMember) on
 //!                      its own coordinator connection; applies assignments to the Fetcher,
 //!                      runs the RebalanceHooks; one commit worker sends OffsetCommits in order
 //! ```
@@ -36,7 +37,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -82,10 +83,11 @@ struct Inner {
     closed: AtomicBool,
     /// Set by [`Consumer::assign`]: direct assignment excludes subscribing.
     direct: AtomicBool,
-    /// Set by the first [`Consumer::subscribe`].
-    group: OnceLock<Arc<group::GroupState>>,
+    /// Set by [`Consumer::subscribe`], cleared by [`Consumer::unsubscribe`].
+    group: Mutex<Option<Arc<group::GroupState>>>,
     hooks: Mutex<Option<Arc<dyn RebalanceHooks>>>,
-    balancers: Mutex<Vec<Arc<dyn crate::group::balancer::Balancer>>>,
+    /// Set by [`Consumer::set_balancers`]; otherwise `partition.assignment.strategy` decides.
+    balancers: Mutex<Option<Vec<Arc<dyn crate::group::balancer::Balancer>>>>,
 }
 
 /// A consumer of directly assigned partitions. Cheap to clone; clones share state.
@@ -129,11 +131,9 @@ impl Consumer {
                 wake: tokio::sync::Notify::new(),
                 closed: AtomicBool::new(false),
                 direct: AtomicBool::new(false),
-                group: OnceLock::new(),
+                group: Mutex::new(None),
                 hooks: Mutex::new(None),
-                balancers: Mutex::new(vec![Arc::new(
-                    crate::group::balancer::CooperativeStickyBalancer,
-                )]),
+                balancers: Mutex::new(None),
             }),
             alive: Arc::new(()),
         })
@@ -146,7 +146,7 @@ impl Consumer {
 
     /// Replaces the assignment. New partitions start at `auto.offset.reset` unless sought.
     pub async fn assign(&self, partitions: impl IntoIterator<Item = TopicPartition>) -> Result<()> {
-        if self.inner.group.get().is_some() {
+        if self.inner.group.lock().unwrap().is_some() {
             return Err(Error::Misuse(
                 "assign after subscribe: a consumer uses one or the other".to_string(),
             ));

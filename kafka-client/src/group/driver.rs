@@ -1,4 +1,5 @@
-//! The tokio driver of one classic-protocol [`Member`].
+//! The tokio driver of one group member: a classic-protocol [`Member`] or a KIP-848
+//! [`ConsumerMember`], behind [`AnyMember`].
 //!
 //! [`run`] is a task that moves the member's requests to the brokers and their answers back, in
 //! the order the member's module docs prescribe: after every input it drains
@@ -9,6 +10,10 @@
 //! Because events are handled before the next request is polled, an event handler that awaits a
 //! revoke hook delays the JoinGroup (or LeaveGroup) that follows the revocation until the hook
 //! returns: the hook can still commit with the old generation ([`Member::can_commit`]).
+//! The KIP-848 member is also told when each event has been handled
+//! ([`ConsumerMember::event_handled`]): it acknowledges a revocation to the coordinator only
+//! then. Its assignments name topics by id; the driver resolves them from the client's
+//! metadata (refreshing it while some id is unknown).
 //!
 //! The member talks to its coordinator over a connection of its own, opened with a request
 //! timeout of at least the rebalance timeout plus five seconds: a JoinGroup legitimately waits
@@ -22,15 +27,182 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_wire::messages::{
-    FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, SyncGroupRequest,
+    ConsumerGroupHeartbeatRequest, FindCoordinatorRequest, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, OffsetCommitRequest, SyncGroupRequest,
 };
+use kafka_wire::{ErrorCode, Uuid};
 use tokio::sync::Notify;
 
-use super::member::{GroupEvent, GroupRequest, GroupResponse, GroupVersions, Member};
+use super::consumer_member::{ConsumerMember, ConsumerRequest, ConsumerResponse, ConsumerVersions};
+use super::member::{
+    Coordinator, GroupEvent, GroupRequest, GroupResponse, GroupVersions, Member, OffsetToCommit,
+};
 use super::BoxFuture;
 use crate::client::{Client, Purpose};
 use crate::error::{Error, Peer, Result};
 use crate::net::Connection;
+
+/// Either kind of group member, with the operations the driver and the consumer need.
+#[derive(Debug)]
+pub(crate) enum AnyMember {
+    /// The classic protocol (JoinGroup / SyncGroup / Heartbeat).
+    Classic(Member),
+    /// The KIP-848 consumer protocol (ConsumerGroupHeartbeat).
+    Consumer(ConsumerMember),
+}
+
+/// A request of either member.
+#[derive(Debug)]
+pub(crate) enum AnyRequest {
+    Classic(GroupRequest),
+    Consumer(ConsumerRequest),
+}
+
+impl AnyRequest {
+    fn to_coordinator(&self) -> bool {
+        match self {
+            AnyRequest::Classic(r) => r.to_coordinator(),
+            AnyRequest::Consumer(r) => r.to_coordinator(),
+        }
+    }
+}
+
+/// A response of either member.
+#[derive(Debug)]
+pub(crate) enum AnyResponse {
+    Classic(GroupResponse),
+    Consumer(ConsumerResponse),
+}
+
+macro_rules! both {
+    ($self:expr, $m:ident => $e:expr) => {
+        match $self {
+            AnyMember::Classic($m) => $e,
+            AnyMember::Consumer($m) => $e,
+        }
+    };
+}
+
+impl AnyMember {
+    pub fn poll_event(&mut self) -> Option<GroupEvent> {
+        both!(self, m => m.poll_event())
+    }
+
+    /// The event polled last has been handled (the KIP-848 member waits for this).
+    pub fn event_handled(&mut self, now: Instant) {
+        if let AnyMember::Consumer(m) = self {
+            m.event_handled(now);
+        }
+    }
+
+    pub fn leave(&mut self, now: Instant) {
+        both!(self, m => m.leave(now))
+    }
+
+    pub fn coordinator(&self) -> Option<&Coordinator> {
+        both!(self, m => m.coordinator())
+    }
+
+    pub fn member_id(&self) -> &str {
+        both!(self, m => m.member_id())
+    }
+
+    /// The classic generation, or the KIP-848 member epoch (what offset commits carry).
+    pub fn generation(&self) -> i32 {
+        match self {
+            AnyMember::Classic(m) => m.generation(),
+            AnyMember::Consumer(m) => {
+                if m.epoch() > 0 {
+                    m.epoch()
+                } else {
+                    -1
+                }
+            }
+        }
+    }
+
+    pub fn is_consumer_protocol(&self) -> bool {
+        matches!(self, AnyMember::Consumer(_))
+    }
+
+    pub fn is_stable(&self) -> bool {
+        both!(self, m => m.is_stable())
+    }
+
+    pub fn can_commit(&self) -> bool {
+        both!(self, m => m.can_commit())
+    }
+
+    pub fn commit_request(
+        &self,
+        version: i16,
+        offsets: &[OffsetToCommit],
+    ) -> Option<(i16, OffsetCommitRequest)> {
+        both!(self, m => m.commit_request(version, offsets))
+    }
+
+    pub fn handle_commit_error(&mut self, now: Instant, error: ErrorCode) {
+        both!(self, m => m.handle_commit_error(now, error))
+    }
+
+    pub fn topics(&self) -> &[String] {
+        both!(self, m => m.topics())
+    }
+
+    pub fn set_topics(&mut self, now: Instant, topics: Vec<String>) {
+        both!(self, m => m.set_topics(now, topics))
+    }
+
+    fn transmit_target(&self) -> Option<Option<i32>> {
+        both!(self, m => m.transmit_target())
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        both!(self, m => m.poll_timeout())
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        both!(self, m => m.handle_timeout(now))
+    }
+
+    fn handle_transport_error(&mut self, now: Instant) {
+        both!(self, m => m.handle_transport_error(now))
+    }
+
+    fn handle_response(&mut self, now: Instant, response: AnyResponse) {
+        match (self, response) {
+            (AnyMember::Classic(m), AnyResponse::Classic(r)) => m.handle_response(now, r),
+            (AnyMember::Consumer(m), AnyResponse::Consumer(r)) => m.handle_response(now, r),
+            (_, r) => tracing::debug!(response = ?r, "ignoring a response of the other protocol"),
+        }
+    }
+
+    /// Sets the versions `conn` negotiated, then takes the next request.
+    fn poll_transmit_on(&mut self, conn: &Connection) -> Option<AnyRequest> {
+        match self {
+            AnyMember::Classic(m) => {
+                m.set_versions(versions_of(conn));
+                m.poll_transmit().map(AnyRequest::Classic)
+            }
+            AnyMember::Consumer(m) => {
+                m.set_versions(consumer_versions_of(conn));
+                m.poll_transmit().map(AnyRequest::Consumer)
+            }
+        }
+    }
+
+    /// Takes the next request without sending it (the connection for it failed).
+    fn drop_transmit(&mut self) {
+        match self {
+            AnyMember::Classic(m) => {
+                let _ = m.poll_transmit();
+            }
+            AnyMember::Consumer(m) => {
+                let _ = m.poll_transmit();
+            }
+        }
+    }
+}
 
 /// Handles the member's events for the driver. The driver awaits each call before it does
 /// anything else, so calls never overlap and their order is the member's.
@@ -44,7 +216,7 @@ pub(crate) trait EventHandler: Send + Sync + 'static {
 /// State shared by the driver task and the handles (commits, commands).
 pub(crate) struct GroupShared {
     /// The member; locked briefly, never across an await.
-    pub member: Mutex<Member>,
+    pub member: Mutex<AnyMember>,
     /// Wakes the driver after something outside it changed the member.
     pub wake: Notify,
     /// The client whose metadata and connections the group uses.
@@ -55,14 +227,14 @@ pub(crate) struct GroupShared {
 
 impl GroupShared {
     /// Runs `f` on the member, then wakes the driver.
-    pub fn with_member<T>(&self, f: impl FnOnce(&mut Member) -> T) -> T {
+    pub fn with_member<T>(&self, f: impl FnOnce(&mut AnyMember) -> T) -> T {
         let out = f(&mut self.member.lock().unwrap());
         self.wake.notify_one();
         out
     }
 }
 
-type InFlight = BoxFuture<'static, Result<GroupResponse>>;
+type InFlight = BoxFuture<'static, Result<AnyResponse>>;
 
 /// Negotiated versions: the member's defaults capped by what `conn` speaks.
 fn versions_of(conn: &Connection) -> GroupVersions {
@@ -77,7 +249,33 @@ fn versions_of(conn: &Connection) -> GroupVersions {
     }
 }
 
-async fn send(conn: Connection, request: GroupRequest) -> Result<GroupResponse> {
+/// Negotiated KIP-848 versions: the member's defaults capped by what `conn` speaks.
+fn consumer_versions_of(conn: &Connection) -> ConsumerVersions {
+    let d = ConsumerVersions::default();
+    let cap = |v: Option<i16>, default: i16| v.map_or(default, |v| v.min(default));
+    ConsumerVersions {
+        find_coordinator: cap(conn.version::<FindCoordinatorRequest>(), d.find_coordinator),
+        heartbeat: cap(conn.version::<ConsumerGroupHeartbeatRequest>(), d.heartbeat),
+    }
+}
+
+async fn send(conn: Connection, request: AnyRequest) -> Result<AnyResponse> {
+    match request {
+        AnyRequest::Classic(r) => Ok(AnyResponse::Classic(send_classic(conn, r).await?)),
+        AnyRequest::Consumer(ConsumerRequest::FindCoordinator { version, request }) => {
+            Ok(AnyResponse::Consumer(ConsumerResponse::FindCoordinator(
+                conn.send(version, request).await?,
+            )))
+        }
+        AnyRequest::Consumer(ConsumerRequest::Heartbeat { version, request }) => {
+            Ok(AnyResponse::Consumer(ConsumerResponse::Heartbeat(
+                conn.send(version, request).await?,
+            )))
+        }
+    }
+}
+
+async fn send_classic(conn: Connection, request: GroupRequest) -> Result<GroupResponse> {
     Ok(match request {
         GroupRequest::FindCoordinator { version, request } => {
             GroupResponse::FindCoordinator(conn.send(version, request).await?)
@@ -97,7 +295,7 @@ async fn send(conn: Connection, request: GroupRequest) -> Result<GroupResponse> 
     })
 }
 
-async fn wait_in_flight(f: &mut Option<InFlight>) -> Result<GroupResponse> {
+async fn wait_in_flight(f: &mut Option<InFlight>) -> Result<AnyResponse> {
     match f {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -162,7 +360,7 @@ pub(crate) async fn run(shared: Arc<GroupShared>, handler: Arc<dyn EventHandler>
 }
 
 impl Driver {
-    fn member(&self) -> std::sync::MutexGuard<'_, Member> {
+    fn member(&self) -> std::sync::MutexGuard<'_, AnyMember> {
         self.shared.member.lock().unwrap()
     }
 
@@ -175,7 +373,9 @@ impl Driver {
                 match event {
                     GroupEvent::NeedMetadata { topics } => {
                         let counts = partition_counts(&self.shared.client, &topics).await;
-                        self.member().provide_metadata(Instant::now(), &counts);
+                        if let AnyMember::Classic(m) = &mut *self.member() {
+                            m.provide_metadata(Instant::now(), &counts);
+                        }
                         self.led_with = Some(counts);
                     }
                     GroupEvent::Left => {
@@ -188,11 +388,13 @@ impl Driver {
                     }
                     e @ GroupEvent::Assigned { .. } => {
                         self.handler.handle(e).await;
+                        self.member().event_handled(Instant::now());
                     }
                     e => {
                         // A revocation or loss ends the generation we may have led.
                         self.led_with = None;
                         self.handler.handle(e).await;
+                        self.member().event_handled(Instant::now());
                     }
                 }
             }
@@ -202,7 +404,10 @@ impl Driver {
                 self.member().leave(Instant::now());
                 continue;
             }
-            self.check_metadata();
+            if self.check_metadata() {
+                // Newly named topics may have produced events: handle them first.
+                continue;
+            }
             // 2. The next request. A request still in flight is stale once the member has
             // another one ready (a command or a timeout moved it on): drop it.
             let target = self.member().transmit_target();
@@ -245,12 +450,16 @@ impl Driver {
     }
 
     /// The leader rejoins when a subscribed topic's partition count changed since it assigned.
-    fn check_metadata(&mut self) {
+    /// Returns whether the KIP-848 member learned topic names (and may have events).
+    fn check_metadata(&mut self) -> bool {
+        if self.member().is_consumer_protocol() {
+            return self.resolve_topic_ids();
+        }
         let Some(counts) = &self.led_with else {
-            return;
+            return false;
         };
         if !self.member().is_stable() {
-            return;
+            return false;
         }
         let meta = self.shared.client.metadata();
         let topics: Vec<String> = self.member().topics().to_vec();
@@ -268,8 +477,38 @@ impl Driver {
         if changed {
             tracing::info!("partition counts of subscribed topics changed; rebalancing");
             self.led_with = None;
-            self.member().rejoin(Instant::now());
+            if let AnyMember::Classic(m) = &mut *self.member() {
+                m.rejoin(Instant::now());
+            }
         }
+        false
+    }
+
+    /// KIP-848 assignments name topics by id: names them from the metadata, and asks for a
+    /// refresh while some id is unknown (a topic created after our last metadata).
+    fn resolve_topic_ids(&mut self) -> bool {
+        let ids = match &*self.member() {
+            AnyMember::Consumer(m) => m.unresolved_topic_ids(),
+            AnyMember::Classic(_) => return false,
+        };
+        if ids.is_empty() {
+            return false;
+        }
+        let meta = self.shared.client.metadata();
+        let names: BTreeMap<Uuid, String> = ids
+            .iter()
+            .filter_map(|id| meta.topic_name(*id).map(|n| (*id, n.to_string())))
+            .collect();
+        if names.len() < ids.len() {
+            self.shared.client.request_metadata_refresh();
+        }
+        if names.is_empty() {
+            return false;
+        }
+        if let AnyMember::Consumer(m) = &mut *self.member() {
+            m.resolve_topics(Instant::now(), &names);
+        }
+        true
     }
 
     async fn transmit(&mut self, target: Option<i32>) {
@@ -280,11 +519,7 @@ impl Driver {
         let now = Instant::now();
         match conn {
             Ok(conn) => {
-                let request = {
-                    let mut m = self.member();
-                    m.set_versions(versions_of(&conn));
-                    m.poll_transmit()
-                };
+                let request = self.member().poll_transmit_on(&conn);
                 if let Some(request) = request {
                     self.in_flight_to_coordinator = request.to_coordinator();
                     self.in_flight = Some(Box::pin(send(conn, request)));
@@ -297,7 +532,7 @@ impl Driver {
                 }
                 let mut m = self.member();
                 // Take the request so the member counts it as sent, then fail it.
-                let _ = m.poll_transmit();
+                m.drop_transmit();
                 m.handle_transport_error(now);
             }
         }

@@ -4,7 +4,9 @@
 //!   round-robin, sticky and cooperative-sticky — as pure functions over the members' subscriptions,
 //!   with the `ConsumerProtocol` wire formats they exchange through JoinGroup / SyncGroup.
 //! - [`member`]: the classic-protocol group member as a sans-IO state machine.
-//! - `driver` (internal): the tokio task that runs one member for a
+//! - [`consumer_member`]: the KIP-848 consumer-protocol member (`group.protocol=consumer`) as a
+//!   sans-IO state machine: ConsumerGroupHeartbeat, server-side assignors.
+//! - `driver` (internal): the tokio task that runs one member (either kind) for a
 //!   [`Consumer`](crate::Consumer); see [`Consumer::subscribe`](crate::Consumer::subscribe) and
 //!   the [`consumer`](crate::consumer) module docs for the rebalance hooks and their ordering.
 
@@ -13,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub mod balancer;
+pub mod consumer_member;
 pub(crate) mod driver;
 pub mod member;
 

@@ -5,6 +5,7 @@ mod balancer_java;
 mod client;
 mod consumer;
 mod group;
+mod group848;
 mod interop;
 mod java;
 mod jvm;
