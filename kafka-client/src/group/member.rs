@@ -40,7 +40,9 @@
 //! - FENCED_INSTANCE_ID (another process uses our `group.instance.id`) is fatal, as in Java:
 //!   `Lost` then [`GroupEvent::Fatal`]; rejoining would fence the other instance back and forth.
 //! - [`Member::leave`] revokes everything through [`GroupEvent::Revoked`]; a static member
-//!   (KIP-345) sends no LeaveGroup, so the coordinator keeps its assignment for a restart.
+//!   (KIP-345) sends no LeaveGroup, so the coordinator keeps its assignment for a restart. A
+//!   dynamic member that has lost its coordinator finds it again first (up to the rebalance
+//!   timeout), so that the revoke hook's commit and the LeaveGroup can reach it.
 //!
 //! After `Assigned` the driver fetches committed offsets (OffsetFetch) for the partitions it
 //! carries, then starts fetching. Commits: [`Member::commit_request`] builds an OffsetCommit
@@ -319,6 +321,9 @@ pub struct Member {
     stable_protocol: String,
     /// Set once the member has left: it cannot start again.
     left: bool,
+    /// Set when [`Member::leave`] found no coordinator: until then the member keeps looking for
+    /// it (revoking nothing yet), so the revoke hook can commit and the LeaveGroup be sent.
+    leave_deadline: Option<Instant>,
     events: VecDeque<GroupEvent>,
     last_now: Instant,
 }
@@ -357,6 +362,7 @@ impl Member {
             synced: false,
             stable_protocol: String::new(),
             left: false,
+            leave_deadline: None,
             events: VecDeque::new(),
             last_now: now,
         }
@@ -439,7 +445,10 @@ impl Member {
     }
 
     /// Leaves the group: revokes everything, then sends LeaveGroup unless the member is static
-    /// or has no member id or coordinator; ends with [`GroupEvent::Left`].
+    /// or has no member id; ends with [`GroupEvent::Left`]. When the coordinator is being looked
+    /// for (it moved, or its broker is down), a dynamic member keeps looking for up to the
+    /// rebalance timeout and revokes only once it is found, so the revoke hook can still commit;
+    /// without a coordinator by then it revokes and leaves without a LeaveGroup.
     pub fn leave(&mut self, now: Instant) {
         self.last_now = now;
         if matches!(self.state, State::Leaving { .. }) {
@@ -452,7 +461,23 @@ impl Member {
             }
             return;
         }
+        if self.leave_deadline.is_some() {
+            return;
+        }
         self.left = true;
+        if matches!(self.state, State::FindCoordinator { .. })
+            && self.config.instance_id.is_none()
+            && !self.member_id.is_empty()
+        {
+            // The coordinator moved or its broker is down. Revoking now would run the revoke
+            // hook while no commit can reach the group (its offsets would be lost and the
+            // records redelivered), and no LeaveGroup could be sent (the others would wait a
+            // session timeout for our partitions). Keep looking for the coordinator, up to the
+            // rebalance timeout (what `Consumer::close` grants the driver), as Java's close
+            // does: the partitions are revoked once it is found.
+            self.leave_deadline = Some(now + self.config.rebalance_timeout);
+            return;
+        }
         self.revoke_all();
         self.synced = false;
         let send = self.config.instance_id.is_none()
@@ -574,9 +599,10 @@ impl Member {
         Some((version, request))
     }
 
-    /// Whether [`Member::commit_request`] builds a request now: while stable, and in the window
-    /// between a revocation and the JoinGroup that follows it (or the LeaveGroup), where the
-    /// revoke hook commits. The coordinator still accepts the last synced generation there: a
+    /// Whether [`Member::commit_request`] builds a request now: while stable (also while the
+    /// coordinator of the synced generation is looked for again: the commit waits for it), and
+    /// in the window between a revocation and the JoinGroup that follows it (or the LeaveGroup),
+    /// where the revoke hook commits. The coordinator still accepts the last synced generation there: a
     /// classic group rejects commits only while it awaits SyncGroup (REBALANCE_IN_PROGRESS) or
     /// once a newer generation exists (ILLEGAL_GENERATION).
     pub fn can_commit(&self) -> bool {
@@ -586,6 +612,9 @@ impl Member {
         match &self.state {
             State::Stable { .. } => true,
             State::AwaitJoin { io } | State::Leaving { io } => !matches!(io, Io::InFlight(_)),
+            // The coordinator moved while we were stable: the generation lives on (the new
+            // coordinator loads it), so a commit waits for the coordinator rather than fail.
+            State::FindCoordinator { .. } => self.synced,
             _ => false,
         }
     }
@@ -650,8 +679,15 @@ impl Member {
         self.events.pop_front()
     }
 
-    /// The next request to send (at most one is in flight).
+    /// The next request to send (at most one is in flight). Nothing while events are queued: a
+    /// request must not overtake an event (a JoinGroup or LeaveGroup sent before the driver has
+    /// run the revoke hook would close the window in which the hook can commit). This matters
+    /// when a command ([`Member::leave`]) arrives while the driver is between
+    /// [`Member::transmit_target`] and this call.
     pub fn poll_transmit(&mut self) -> Option<GroupRequest> {
+        if !self.events.is_empty() {
+            return None;
+        }
         let now = self.last_now;
         let cfg = &self.config;
         let v = self.versions;
@@ -779,10 +815,13 @@ impl Member {
             Io::Ready => None,
         };
         match &self.state {
-            State::FindCoordinator { io }
-            | State::AwaitJoin { io }
-            | State::AwaitSync { io, .. }
-            | State::Leaving { io } => io_time(io),
+            State::FindCoordinator { io } => match (io_time(io), self.leave_deadline) {
+                (Some(t), Some(d)) => Some(t.min(d)),
+                (t, d) => t.or(d),
+            },
+            State::AwaitJoin { io } | State::AwaitSync { io, .. } | State::Leaving { io } => {
+                io_time(io)
+            }
             State::AwaitMetadata { deadline, .. } => Some(*deadline),
             State::Stable {
                 io,
@@ -801,6 +840,15 @@ impl Member {
         self.last_now = now;
         let state = std::mem::replace(&mut self.state, State::Closed);
         self.state = match state {
+            State::FindCoordinator { .. } if self.leave_deadline.is_some_and(|d| now >= d) => {
+                // No coordinator within the rebalance timeout: leave without it.
+                tracing::warn!("leaving the group without reaching its coordinator");
+                self.leave_deadline = None;
+                self.revoke_all();
+                self.synced = false;
+                self.events.push_back(GroupEvent::Left);
+                State::Closed
+            }
             State::Stable {
                 session_deadline, ..
             } if now >= session_deadline => {
@@ -854,9 +902,26 @@ impl Member {
         };
     }
 
-    /// The request in flight failed without an answer (connection lost or timed out).
+    /// The request in flight failed without an answer (connection lost or timed out). Ignored
+    /// when no request is in flight (a driver whose connection failed before it could take the
+    /// request reports the failure all the same).
     pub fn handle_transport_error(&mut self, now: Instant) {
         self.last_now = now;
+        let in_flight = match &self.state {
+            State::FindCoordinator { io }
+            | State::AwaitJoin { io }
+            | State::AwaitSync { io, .. }
+            | State::Stable { io, .. }
+            | State::Leaving { io } => matches!(io, Io::InFlight(_)),
+            State::AwaitMetadata { .. } | State::Closed => false,
+        };
+        if !in_flight {
+            tracing::debug!(
+                state = self.state_name(),
+                "transport error with nothing in flight"
+            );
+            return;
+        }
         let retry = now + self.config.retry_backoff;
         let state = std::mem::replace(&mut self.state, State::Closed);
         self.state = match state {
@@ -953,6 +1018,12 @@ impl Member {
             host,
             port,
         });
+        if self.leave_deadline.take().is_some() {
+            // `leave` waited for the coordinator: revoke now (the hook can commit), then leave.
+            self.revoke_all();
+            self.synced = false;
+            return State::Leaving { io: Io::Ready };
+        }
         if self.synced && self.generation >= 0 {
             // The coordinator moved while we were stable: keep the generation, heartbeat at once.
             State::Stable {

@@ -631,6 +631,7 @@ fn old_versions_build_old_shapes() {
     s.join_follower(1);
     s.sync(&[0]);
     s.m.leave(s.now);
+    assert_eq!(s.events(), vec![assigned(&[0], 1), revoked(&[0])]);
     let GroupRequest::LeaveGroup { request, .. } = s.transmit() else {
         panic!("expected LeaveGroup")
     };
@@ -1013,4 +1014,107 @@ fn set_topics_rejoins_with_the_new_subscription() {
     let join = s.join_follower(2);
     let sub = Subscription::decode(&join.protocols[0].metadata).unwrap();
     assert_eq!(sub.topics, vec!["t".to_string(), "u".to_string()]);
+}
+
+/// Found by `tests/it/group_faults.rs`: a member closed while its coordinator's broker was down
+/// revoked at once, so its revoke hook could not commit (REBALANCE_IN_PROGRESS: the member was
+/// already closed) and the next owner re-read everything since the last commit; nor was a
+/// LeaveGroup sent. Now it finds the coordinator first, then revokes (the hook commits with the
+/// still valid generation) and leaves.
+#[test]
+fn leave_while_the_coordinator_is_unknown_finds_it_first() {
+    let mut s = stable_coop(&[0, 3]);
+    s.advance(Duration::from_secs(3));
+    assert!(matches!(s.transmit(), GroupRequest::Heartbeat { .. }));
+    s.m.handle_transport_error(s.now);
+    assert_eq!(s.m.state_name(), "FindCoordinator");
+    // A commit waits for the coordinator instead of failing: the generation lives on.
+    let (_, req) =
+        s.m.commit_request(9, &one_offset())
+            .expect("synced generation");
+    assert_eq!(req.generation_id_or_member_epoch, 1);
+    s.m.leave(s.now);
+    assert_eq!(
+        s.events(),
+        vec![],
+        "nothing revoked before the coordinator is back"
+    );
+    assert_eq!(s.m.owned().len(), 2);
+    s.advance_to_timeout();
+    assert!(matches!(s.transmit(), GroupRequest::FindCoordinator { .. }));
+    s.m.handle_transport_error(s.now);
+    s.advance_to_timeout();
+    assert!(matches!(s.transmit(), GroupRequest::FindCoordinator { .. }));
+    s.respond(find_ok(2));
+    assert_eq!(s.events(), vec![revoked(&[0, 3])]);
+    // The revoke hook commits with the last generation, then the LeaveGroup goes out.
+    let (_, req) = s.m.commit_request(9, &one_offset()).expect("revoke window");
+    assert_eq!(req.generation_id_or_member_epoch, 1);
+    let GroupRequest::LeaveGroup { request, .. } = s.transmit() else {
+        panic!("expected LeaveGroup")
+    };
+    assert_eq!(request.members[0].member_id.as_str(), "me");
+    s.respond(GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
+    assert_eq!(s.events(), vec![GroupEvent::Left]);
+    assert!(s.m.is_closed());
+}
+
+/// The same, when the coordinator never comes back: the member gives up after the rebalance
+/// timeout, revokes and leaves without a LeaveGroup.
+#[test]
+fn leave_without_coordinator_gives_up_after_the_rebalance_timeout() {
+    let mut s = stable_coop(&[1]);
+    s.advance(Duration::from_secs(3));
+    s.heartbeat(ErrorCode::NOT_COORDINATOR);
+    let start = s.now;
+    s.m.leave(s.now);
+    s.m.leave(s.now);
+    assert_eq!(s.events(), vec![]);
+    for _ in 0..10_000 {
+        if s.m.is_closed() {
+            break;
+        }
+        if let Some(r) = s.m.poll_transmit() {
+            assert!(matches!(r, GroupRequest::FindCoordinator { .. }));
+            s.m.handle_transport_error(s.now);
+        }
+        s.advance_to_timeout();
+    }
+    assert!(s.m.is_closed());
+    assert_eq!(
+        s.now - start,
+        Duration::from_secs(60),
+        "the rebalance timeout"
+    );
+    assert_eq!(s.events(), vec![revoked(&[1]), GroupEvent::Left]);
+    assert!(s.m.poll_transmit().is_none());
+}
+
+/// Found by `tests/it/group_faults.rs` (a member closed while connections were being cut): the
+/// driver asked `transmit_target` for a heartbeat, `leave` came in while it connected, then the
+/// connection failed and the driver took the request that was ready (now the LeaveGroup) and
+/// failed it: the member closed before the revoke hook ran, so the hook's commit was refused
+/// and the next owner re-read the partitions. A request no longer overtakes a queued event, and
+/// a transport error with nothing in flight changes nothing.
+#[test]
+fn leave_during_a_transmit_keeps_the_revoke_window_open() {
+    let mut s = stable_coop(&[0, 3]);
+    s.advance(Duration::from_secs(3));
+    assert_eq!(s.m.transmit_target(), Some(Some(1)), "a heartbeat is due");
+    // The driver awaits its connection; meanwhile the consumer closes.
+    s.m.leave(s.now);
+    // The connection fails: the driver takes the ready request and reports the failure.
+    assert!(
+        s.m.poll_transmit().is_none(),
+        "no request before the revocation is taken"
+    );
+    s.m.handle_transport_error(s.now);
+    assert_eq!(s.m.state_name(), "Leaving");
+    assert_eq!(s.events(), vec![revoked(&[0, 3])]);
+    // The revoke hook commits with the last generation, then the LeaveGroup goes out.
+    let (_, req) = s.m.commit_request(9, &one_offset()).expect("revoke window");
+    assert_eq!(req.generation_id_or_member_epoch, 1);
+    assert!(matches!(s.transmit(), GroupRequest::LeaveGroup { .. }));
+    s.respond(GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
+    assert_eq!(s.events(), vec![GroupEvent::Left]);
 }
