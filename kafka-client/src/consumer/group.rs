@@ -267,18 +267,32 @@ async fn commit_once(shared: &GroupShared, offsets: &[OffsetToCommit]) -> Result
         return Ok(());
     }
     let cfg = shared.client.config();
-    let deadline = Instant::now() + cfg.request_timeout;
+    // As long as a coordinator failover may take (Java bounds commitSync by
+    // default.api.timeout.ms, 60 s): a revoke hook's commit must survive the coordinator's
+    // broker dying, or its records are consumed again by the next owner.
+    let deadline = Instant::now() + cfg.request_timeout.max(shared.rebalance_timeout);
     let backoff = cfg.retry_backoff;
+    // The coordinator found by this commit itself, when the member's is unreachable (the
+    // member does not look for a new one while the driver awaits a revoke hook).
+    let mut found: Option<i32> = None;
     let (mut generation, kip848) = {
         let m = shared.member.lock().unwrap();
         (m.generation(), m.is_consumer_protocol())
     };
     loop {
-        let r = try_commit(shared, offsets, generation).await;
+        let r = try_commit(shared, offsets, generation, found).await;
         match r {
             Err(e) if commit_retriable(&e) && Instant::now() + backoff < deadline => {
                 tracing::debug!(error = %e, "offset commit failed; retrying");
                 tokio::time::sleep(backoff).await;
+                if coordinator_lost(&e) {
+                    match find_coordinator(&shared.client, &shared.group_id).await {
+                        Ok(node) => found = Some(node),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "FindCoordinator for a commit failed")
+                        }
+                    }
+                }
             }
             // KIP-848: the member epoch moves on with every change of our own assignment, so
             // a commit can race a heartbeat (STALE_MEMBER_EPOCH, or the epoch changed before
@@ -305,17 +319,29 @@ async fn commit_once(shared: &GroupShared, offsets: &[OffsetToCommit]) -> Result
     }
 }
 
+/// Whether a commit error means the coordinator is gone or moved (find it again).
+fn coordinator_lost(e: &Error) -> bool {
+    match e.broker_code() {
+        Some(code) => matches!(
+            code,
+            ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_NOT_AVAILABLE
+        ),
+        None => matches!(e, Error::Io { .. } | Error::Timeout { .. } | Error::Closed),
+    }
+}
+
 async fn try_commit(
     shared: &GroupShared,
     offsets: &[OffsetToCommit],
     generation: i32,
+    found: Option<i32>,
 ) -> Result<()> {
     let node = {
         let m = shared.member.lock().unwrap();
         if m.generation() != generation || !m.can_commit() {
             return Err(rebalancing("offset commit"));
         }
-        m.coordinator().map(|c| c.node_id)
+        found.or_else(|| m.coordinator().map(|c| c.node_id))
     };
     let Some(node) = node else {
         return Err(Error::Broker(BrokerError::new(
@@ -630,6 +656,7 @@ impl Consumer {
             wake: tokio::sync::Notify::new(),
             client: self.inner.client.clone(),
             rebalance_timeout: config.rebalance_timeout,
+            group_id: group_id.clone(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(GroupState {

@@ -223,6 +223,8 @@ pub(crate) struct GroupShared {
     pub client: Client,
     /// The rebalance timeout (sizes the coordinator connection's request timeout).
     pub rebalance_timeout: Duration,
+    /// `group.id`.
+    pub group_id: String,
 }
 
 impl GroupShared {
