@@ -329,3 +329,80 @@ async fn sends_outside_a_transaction_are_refused() {
     ));
     plain.close().await.unwrap();
 }
+
+/// What our transactional producer committed, Java's read_committed consumer reads exactly as
+/// ours does: the same records at the same offsets, none of the aborted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn java_read_committed_agrees_with_ours() {
+    let bootstrap = bootstrap().await;
+    let topic = unique("txn-java");
+    let p = Producer::new(txn_config(&bootstrap, &unique("txn")))
+        .await
+        .expect("transactional producer");
+    create_topic(p.client(), &topic, 3).await;
+    for (i, commit) in [true, false, true, false, true].into_iter().enumerate() {
+        p.begin_transaction().await.unwrap();
+        send_all(&p, &topic, 3, &values(&format!("t{i}"), 90)).await;
+        p.flush()
+            .await
+            .expect("flush: written before the transaction ends");
+        if commit {
+            p.commit_transaction().await.expect("commit");
+        } else {
+            p.abort_transaction().await.expect("abort");
+        }
+    }
+    p.close().await.expect("close");
+
+    // Ours: (partition, offset, value) of every committed record.
+    let mut cfg = consumer_config(&bootstrap);
+    cfg.isolation_level(IsolationLevel::ReadCommitted);
+    let c = Consumer::new(cfg).await.expect("consumer");
+    c.assign((0..3).map(|p| TopicPartition::new(topic.clone(), p)))
+        .await
+        .unwrap();
+    let mut ours = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ours.len() < 270 {
+        assert!(Instant::now() < deadline, "{} of 270 records", ours.len());
+        for r in c.poll(Duration::from_millis(200)).await.unwrap() {
+            let v = String::from_utf8(r.value.as_deref().unwrap_or_default().to_vec()).unwrap();
+            ours.push((r.partition, r.offset, v));
+        }
+    }
+    c.close().await;
+
+    let out = crate::jvm::run_async(
+        "ClientInterop",
+        vec![
+            "consume".into(),
+            bootstrap.clone(),
+            topic.clone(),
+            "270".into(),
+            "read_committed".into(),
+        ],
+    )
+    .await;
+    let mut java: Vec<(i32, i64, String)> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].parse().unwrap(),
+                f[4].to_string(),
+            )
+        })
+        .collect();
+    ours.sort();
+    java.sort();
+    assert_eq!(
+        java.len(),
+        270,
+        "Java read_committed sees the three commits only"
+    );
+    assert_eq!(java, ours, "Java and we read the same committed records");
+    assert!(ours
+        .iter()
+        .all(|(_, _, v)| !v.starts_with("t1") && !v.starts_with("t3")));
+}

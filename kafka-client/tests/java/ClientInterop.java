@@ -88,6 +88,10 @@ public class ClientInterop {
             p.put("key.deserializer", ByteArrayDeserializer.class.getName());
             p.put("value.deserializer", ByteArrayDeserializer.class.getName());
             p.put("enable.auto.commit", "false");
+            // Optional fifth argument: the isolation level (default read_uncommitted).
+            if (args.length > 4) {
+                p.put("isolation.level", args[4]);
+            }
             try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(p)) {
                 List<TopicPartition> tps = new ArrayList<>();
                 for (PartitionInfo info : consumer.partitionsFor(topic)) {
@@ -98,8 +102,13 @@ public class ClientInterop {
                 int seen = 0;
                 long deadline = System.currentTimeMillis() + 60_000;
                 StringBuilder out = new StringBuilder();
-                while (seen < n && System.currentTimeMillis() < deadline) {
-                    for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(500))) {
+                // Until n records, then one more second to show anything beyond them.
+                long extraUntil = Long.MAX_VALUE;
+                while (System.currentTimeMillis() < Math.min(deadline, extraUntil)) {
+                    if (seen >= n && extraUntil == Long.MAX_VALUE) {
+                        extraUntil = System.currentTimeMillis() + 1_000;
+                    }
+                    for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(200))) {
                         StringBuilder h = new StringBuilder();
                         for (Header header : r.headers()) {
                             if (h.length() > 0) {
