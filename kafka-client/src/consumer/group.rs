@@ -657,6 +657,7 @@ impl Consumer {
             client: self.inner.client.clone(),
             rebalance_timeout: config.rebalance_timeout,
             group_id: group_id.clone(),
+            hook: Mutex::new(None),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(GroupState {
@@ -751,6 +752,16 @@ impl Consumer {
         }
         *self.inner.balancers.lock().unwrap() = Some(balancers);
         Ok(())
+    }
+
+    /// The rebalance hook running now (`on_assigned`, `on_revoked` or `on_lost`) and for how
+    /// long: the "hook is blocking" signal. The member sends no heartbeat while a hook runs,
+    /// so a hook that runs past the session timeout gets the member evicted; the driver also
+    /// logs a warning every 5 s while a hook runs.
+    pub fn running_rebalance_hook(&self) -> Option<(&'static str, Duration)> {
+        let g = self.group_state()?;
+        let hook = *g.shared.hook.lock().unwrap();
+        hook.map(|(kind, since)| (kind, since.elapsed()))
     }
 
     /// The group member id and generation of the last successful sync (KIP-848: the member

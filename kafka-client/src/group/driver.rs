@@ -225,6 +225,8 @@ pub(crate) struct GroupShared {
     pub rebalance_timeout: Duration,
     /// `group.id`.
     pub group_id: String,
+    /// The rebalance hook running now and since when (the "hook is blocking" signal).
+    pub hook: Mutex<Option<(&'static str, Instant)>>,
 }
 
 impl GroupShared {
@@ -344,6 +346,9 @@ struct Driver {
     leaving: bool,
 }
 
+/// How often a rebalance hook that has not returned is reported with a warning.
+pub(crate) const HOOK_WARN_EVERY: Duration = Duration::from_secs(5);
+
 /// Runs the member until it has left the group or failed fatally.
 pub(crate) async fn run(shared: Arc<GroupShared>, handler: Arc<dyn EventHandler>) {
     let mut d = Driver {
@@ -366,6 +371,36 @@ impl Driver {
         self.shared.member.lock().unwrap()
     }
 
+    /// Hands `event` to the handler, and while its hook runs says so: in
+    /// [`GroupShared::hook`], and with a warning every [`HOOK_WARN_EVERY`] (the member sends
+    /// no heartbeat meanwhile; a hook longer than the session timeout gets it evicted).
+    async fn handle(&mut self, event: GroupEvent) {
+        let kind = match &event {
+            GroupEvent::Assigned { .. } => "on_assigned",
+            GroupEvent::Revoked { .. } => "on_revoked",
+            GroupEvent::Lost { .. } => "on_lost",
+            _ => "group event",
+        };
+        let started = Instant::now();
+        *self.shared.hook.lock().unwrap() = Some((kind, started));
+        let fut = self.handler.handle(event);
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                _ = &mut fut => break,
+                _ = tokio::time::sleep(HOOK_WARN_EVERY) => {
+                    tracing::warn!(
+                        hook = kind,
+                        group = %self.shared.group_id,
+                        running_for = ?started.elapsed(),
+                        "rebalance hook still running; the member sends no heartbeat until it returns"
+                    );
+                }
+            }
+        }
+        *self.shared.hook.lock().unwrap() = None;
+    }
+
     async fn run(&mut self) {
         loop {
             // 1. Events, in order; each handled to the end before anything else happens.
@@ -381,21 +416,21 @@ impl Driver {
                         self.led_with = Some(counts);
                     }
                     GroupEvent::Left => {
-                        self.handler.handle(GroupEvent::Left).await;
+                        self.handle(GroupEvent::Left).await;
                         return;
                     }
                     e @ GroupEvent::Fatal { .. } => {
-                        self.handler.handle(e).await;
+                        self.handle(e).await;
                         return;
                     }
                     e @ GroupEvent::Assigned { .. } => {
-                        self.handler.handle(e).await;
+                        self.handle(e).await;
                         self.member().event_handled(Instant::now());
                     }
                     e => {
                         // A revocation or loss ends the generation we may have led.
                         self.led_with = None;
-                        self.handler.handle(e).await;
+                        self.handle(e).await;
                         self.member().event_handled(Instant::now());
                     }
                 }

@@ -514,3 +514,49 @@ async fn explicit_commits_and_auto_commit_on_close() {
     c3.close().await;
     p.close().await.unwrap();
 }
+
+struct SlowAssign;
+
+impl RebalanceHooks for SlowAssign {
+    fn on_assigned<'a>(
+        &'a self,
+        _consumer: &'a Consumer,
+        _partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(tokio::time::sleep(Duration::from_millis(1500)))
+    }
+}
+
+/// While a rebalance hook runs, the consumer says which one and for how long (the "hook is
+/// blocking" signal); once it returns, nothing is reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_hook_is_reported_while_it_blocks() {
+    let bootstrap = bootstrap().await;
+    let topic = unique("slow-hook");
+    let c = Consumer::new(group_config(&bootstrap, &unique("slow-hook-group")))
+        .await
+        .unwrap();
+    create_topic(c.client(), &topic, 2).await;
+    assert!(c.running_rebalance_hook().is_none());
+    c.set_rebalance_hooks(Arc::new(SlowAssign));
+    c.subscribe([topic.clone()]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no hook reported running within 30 s"
+        );
+        if let Some((kind, running)) = c.running_rebalance_hook() {
+            break (kind, running);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(seen.0, "on_assigned");
+    // It clears once the hook returns (1.5 s), and the partitions are then owned.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.running_rebalance_hook().is_some() || c.assignment().len() < 2 {
+        assert!(Instant::now() < deadline, "the hook never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.close().await;
+}
