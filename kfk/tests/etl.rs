@@ -579,6 +579,7 @@ fn kill_oldest(fleet: &mut Fleet, level: usize) -> Option<String> {
 async fn chained_copy_exactly_once_with_waves() {
     let t0 = Instant::now();
     let n = records_from_env(200_000);
+    let _heavy = testkit::heavy_test_permit().await;
     let (cluster, admin) = start_cluster(t0).await;
     let mut fleet = Fleet::new(cluster.bootstrap(), "waves", t0);
     for level in 1..=LEVELS {
@@ -696,6 +697,7 @@ async fn chained_copy_exactly_once_under_faults() {
     let long = std::env::var("KFK_ETL_LONG").is_ok_and(|v| v == "1");
     let n = records_from_env(if long { 200_000 } else { 50_000 });
     let rounds = if long { 3 } else { 1 };
+    let _heavy = testkit::heavy_test_permit().await;
     let (cluster, admin) = start_cluster(t0).await;
     let mut fleet = Fleet::new(cluster.bootstrap(), "faults", t0);
     for level in 1..=LEVELS {

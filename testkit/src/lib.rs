@@ -119,6 +119,15 @@ pub fn background() -> Result<tokio::runtime::Handle> {
 
 type SharedCell = tokio::sync::OnceCell<std::result::Result<Cluster, String>>;
 
+/// Waits for this process's turn to run a heavy test (a private multi-broker cluster with
+/// faults): such tests hold the returned permit for their whole run, so a test binary runs one
+/// of them at a time next to its light tests. On a 2-core machine two 3-broker clusters with
+/// fault injection at once starve each other's brokers past their timeouts.
+pub async fn heavy_test_permit() -> tokio::sync::MutexGuard<'static, ()> {
+    static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    HEAVY.lock().await
+}
+
 /// One cluster of `brokers` nodes per process (per test binary), started on first use with
 /// default settings and never dropped: its brokers die with the process (see the watchdog).
 /// If its start failed, every later call fails with [`Error::SharedFailed`].

@@ -671,6 +671,7 @@ async fn rebalance_duration_classic_vs_kip848() {
 async fn kip848_survives_a_coordinator_kill_on_three_nodes() {
     const P: i32 = 12;
     const N: u64 = 1800;
+    let _heavy = testkit::heavy_test_permit().await;
     let mut cc = testkit::ClusterConfig::with_brokers(3);
     cc.property("group.consumer.heartbeat.interval.ms", "1000")
         .property("group.consumer.min.heartbeat.interval.ms", "500")

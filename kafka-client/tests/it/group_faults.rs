@@ -148,6 +148,7 @@ fn holdings(sorted: &[&Ev], member: &str, t: u64) -> BTreeSet<i32> {
 async fn group_survives_coordinator_kills_and_cuts() {
     let t0 = Instant::now();
     let secs = move || format!("{:>6.1}s", t0.elapsed().as_secs_f64());
+    let _heavy = testkit::heavy_test_permit().await;
     let cluster = Cluster::start(ClusterConfig::with_brokers(3))
         .await
         .expect("the 3-node cluster must start");

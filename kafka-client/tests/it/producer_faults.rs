@@ -198,6 +198,7 @@ async fn collect(mut rx: mpsc::Receiver<Sent>) -> (Vec<Vec<Outcome>>, BTreeMap<S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_survives_kills_cuts_and_restarts() {
+    let _heavy = testkit::heavy_test_permit().await;
     let t0 = Instant::now();
     let cluster = Cluster::start(ClusterConfig::with_brokers(3))
         .await
