@@ -86,7 +86,19 @@ impl TxnShared {
         let Some(id) = config.get_transactional_id().clone() else {
             return Err(Error::Misuse("not a transactional producer".to_string()));
         };
-        let conn = client.any_connection(Purpose::Group).await?;
+        // A broker going away while we start is not fatal: try again (any broker will do)
+        // until max.block.ms.
+        let deadline = Instant::now() + *config.get_max_block();
+        let conn = loop {
+            match client.any_connection(Purpose::Group).await {
+                Ok(c) => break c,
+                Err(e) if e.is_retriable() && Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "no broker for the transactional producer yet");
+                    tokio::time::sleep(*config.client().get_retry_backoff()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let versions = negotiate(&conn);
         let mut cfg = TxnConfig::new(id);
         cfg.transaction_timeout = *config.get_transaction_timeout();
@@ -342,12 +354,14 @@ impl Producer {
 }
 
 /// Whether a batch error is a fencing one (another producer took over the transactional id).
+/// INVALID_PRODUCER_EPOCH on a Produce is not: since KIP-588 the coordinator answers a newer
+/// producer's takeover with PRODUCER_FENCED, and an epoch bumped by the coordinator itself (it
+/// aborted a transaction that outlived `transaction.timeout.ms`, e.g. during a coordinator
+/// outage) only dooms the current transaction: it is aborted, and the epoch bumped.
 fn fencing(e: &Error) -> bool {
     matches!(
         e.broker_code(),
-        Some(ErrorCode::PRODUCER_FENCED)
-            | Some(ErrorCode::INVALID_PRODUCER_EPOCH)
-            | Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+        Some(ErrorCode::PRODUCER_FENCED) | Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
     ) || matches!(e, Error::Fenced(_))
 }
 
