@@ -236,6 +236,56 @@ fn is_coordinator_error(code: ErrorCode) -> bool {
     )
 }
 
+/// The optional gate that holds a revocation while the application holds polled records
+/// (franz-go's `BlockRebalanceOnPoll`).
+#[derive(Default)]
+pub(crate) struct RebalanceGate {
+    enabled: std::sync::atomic::AtomicBool,
+    held: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
+}
+
+impl RebalanceGate {
+    /// A poll handed out records: hold revocations until [`Consumer::allow_rebalance`].
+    pub(crate) fn polled(&self) {
+        use std::sync::atomic::Ordering;
+        if self.enabled.load(Ordering::SeqCst) {
+            self.held.store(true, Ordering::SeqCst);
+        }
+    }
+
+    fn release(&self) {
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.released.notify_waiters();
+    }
+
+    /// Waits until the application allows the rebalance, at most `limit` (past the rebalance
+    /// timeout the coordinator evicts the member anyway; then the revocation goes on, with a
+    /// warning).
+    async fn wait(&self, limit: Duration) {
+        use std::sync::atomic::Ordering;
+        let deadline = Instant::now() + limit;
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.held.load(Ordering::SeqCst) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline.into(), released)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    waited = ?limit,
+                    "the application did not allow the rebalance within the rebalance timeout; revoking anyway"
+                );
+                return;
+            }
+        }
+    }
+}
+
 /// Whether a failed commit attempt is worth repeating in the same generation.
 fn commit_retriable(e: &Error) -> bool {
     match e.broker_code() {
@@ -754,6 +804,26 @@ impl Consumer {
         Ok(())
     }
 
+    /// With `on`, every [`Consumer::poll`] that returns records holds the next revocation
+    /// (partitions leaving this member, and so the rebalance) until
+    /// [`Consumer::allow_rebalance`]: the application finishes (and commits) what it polled
+    /// while it still owns the partitions. franz-go's `BlockRebalanceOnPoll`. Call
+    /// `allow_rebalance` promptly: a revocation held past the rebalance timeout goes on anyway
+    /// (the coordinator would evict the member). Lost partitions are never held. Off by default.
+    pub fn block_rebalance_on_poll(&self, on: bool) {
+        use std::sync::atomic::Ordering;
+        self.inner.gate.enabled.store(on, Ordering::SeqCst);
+        if !on {
+            self.inner.gate.release();
+        }
+    }
+
+    /// Lets a revocation held by [`Consumer::block_rebalance_on_poll`] go on (until the next
+    /// poll that returns records).
+    pub fn allow_rebalance(&self) {
+        self.inner.gate.release();
+    }
+
     /// The rebalance hook running now (`on_assigned`, `on_revoked` or `on_lost`) and for how
     /// long: the "hook is blocking" signal. The member sends no heartbeat while a hook runs,
     /// so a hook that runs past the session timeout gets the member evicted; the driver also
@@ -838,6 +908,11 @@ impl Consumer {
     }
 
     async fn on_revoked(&self, partitions: Vec<TopicPartition>) {
+        // The application may still be processing records it polled from these partitions.
+        self.inner
+            .gate
+            .wait(self.inner.config.rebalance_timeout)
+            .await;
         self.inner.state.lock().unwrap().fence(&partitions);
         self.inner.wake.notify_waiters();
         if self.inner.config.enable_auto_commit {

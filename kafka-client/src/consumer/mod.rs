@@ -88,6 +88,8 @@ struct Inner {
     hooks: Mutex<Option<Arc<dyn RebalanceHooks>>>,
     /// Set by [`Consumer::set_balancers`]; otherwise `partition.assignment.strategy` decides.
     balancers: Mutex<Option<Vec<Arc<dyn crate::group::balancer::Balancer>>>>,
+    /// [`Consumer::block_rebalance_on_poll`].
+    gate: group::RebalanceGate,
 }
 
 /// A consumer of directly assigned partitions. Cheap to clone; clones share state.
@@ -134,6 +136,7 @@ impl Consumer {
                 group: Mutex::new(None),
                 hooks: Mutex::new(None),
                 balancers: Mutex::new(None),
+                gate: group::RebalanceGate::default(),
             }),
             alive: Arc::new(()),
         })
@@ -256,6 +259,7 @@ impl Consumer {
                     let records = st.take_records(max)?;
                     if !records.is_empty() {
                         drop(st);
+                        self.inner.gate.polled();
                         // Room in the buffer again: fetch more.
                         self.drive();
                         return Ok(records);

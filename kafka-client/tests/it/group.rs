@@ -560,3 +560,63 @@ async fn a_running_hook_is_reported_while_it_blocks() {
     }
     c.close().await;
 }
+
+/// With block_rebalance_on_poll, a member that polled records keeps its partitions until it
+/// allows the rebalance: the joining member gets nothing meanwhile, then its share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn block_rebalance_on_poll_holds_the_revocation_until_allowed() {
+    let bootstrap = bootstrap().await;
+    let topic = unique("gate");
+    let group = unique("gate-group");
+    let a = Consumer::new(group_config(&bootstrap, &group))
+        .await
+        .unwrap();
+    create_topic(a.client(), &topic, 2).await;
+    let p = producer(&bootstrap).await;
+    produce_range(&p, &topic, 2, 0, 100).await;
+    a.block_rebalance_on_poll(true);
+    a.subscribe([topic.clone()]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.poll(Duration::from_millis(200)).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "A polled nothing within 30 s");
+    }
+    assert_eq!(a.assignment().len(), 2);
+
+    let b = Consumer::new(group_config(&bootstrap, &group))
+        .await
+        .unwrap();
+    b.subscribe([topic.clone()]).await.unwrap();
+    // A's revocation starts and waits for the application.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.running_rebalance_hook().map(|(k, _)| k) != Some("on_revoked") {
+        assert!(Instant::now() < deadline, "A's revocation never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(
+            b.assignment().is_empty(),
+            "B got partitions while A held its polled records"
+        );
+        assert_eq!(
+            a.assignment().len(),
+            2,
+            "A gave up partitions before allowing it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.allow_rebalance();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.assignment().len() != 1 || b.assignment().len() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "no 1/1 split after allowing: A {:?}, B {:?}",
+            a.assignment(),
+            b.assignment()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.close().await;
+    b.close().await;
+    p.close().await.unwrap();
+}
