@@ -542,6 +542,91 @@ fn offset_fetch_retriable(e: &Error) -> bool {
     }
 }
 
+/// Keeps fetching the committed offsets of `tps` (assigned in `generation`) until they are
+/// known, then starts them there; stops when the consumer is gone or closed, the generation
+/// changed, or the partitions are no longer pending.
+async fn retry_committed(
+    inner: Weak<Inner>,
+    alive: Weak<()>,
+    tps: Vec<TopicPartition>,
+    generation: i32,
+) {
+    loop {
+        let Some(consumer) = (Handler {
+            inner: inner.clone(),
+            alive: alive.clone(),
+        })
+        .consumer() else {
+            return;
+        };
+        let backoff = consumer.inner.client.config().retry_backoff;
+        let Some(g) = consumer.group_state() else {
+            return;
+        };
+        let still: Vec<TopicPartition> = {
+            let st = consumer.inner.state.lock().unwrap();
+            tps.iter().filter(|tp| st.is_pending(tp)).cloned().collect()
+        };
+        let same = || g.shared.member.lock().unwrap().generation() == generation;
+        if still.is_empty()
+            || !same()
+            || consumer
+                .inner
+                .closed
+                .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let deadline = Instant::now() + consumer.inner.config.session_timeout / 2;
+        let r = fetch_committed(
+            &consumer.inner.client,
+            &g.group_id,
+            || {
+                g.shared
+                    .member
+                    .lock()
+                    .unwrap()
+                    .coordinator()
+                    .map(|c| c.node_id)
+            },
+            &still,
+            deadline,
+            same,
+        )
+        .await;
+        match r {
+            Ok(committed) => {
+                if !same() {
+                    return;
+                }
+                let mut st = consumer.inner.state.lock().unwrap();
+                for tp in &still {
+                    st.start(tp, committed.get(tp).copied().flatten());
+                }
+                drop(st);
+                consumer.inner.wake.notify_waiters();
+                consumer.drive();
+                return;
+            }
+            Err(e) if offset_fetch_retriable(&e) => {
+                tracing::debug!(error = %e, "committed offsets still not known; retrying");
+                drop(consumer);
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch committed offsets");
+                let mut st = consumer.inner.state.lock().unwrap();
+                for tp in &still {
+                    st.fail(tp, e.clone());
+                }
+                drop(st);
+                consumer.inner.wake.notify_waiters();
+                return;
+            }
+        }
+    }
+}
+
 /// Committed offsets of `tps`, retrying retriable errors (UNSTABLE_OFFSET_COMMIT: a transaction
 /// with offsets for them is still open) until `deadline` or until `keep_going` says stop.
 async fn fetch_committed(
@@ -859,6 +944,7 @@ impl Consumer {
                 .cloned()
                 .collect()
         };
+        let mut held_back: Vec<TopicPartition> = Vec::new();
         if !pending.is_empty() {
             if let Some(g) = self.group_state() {
                 let shared = &g.shared;
@@ -888,6 +974,21 @@ impl Consumer {
                             st.start(tp, committed.get(tp).copied().flatten());
                         }
                     }
+                    Err(e) if offset_fetch_retriable(&e) => {
+                        // Not stable yet (UNSTABLE_OFFSET_COMMIT: a previous owner's
+                        // transaction with offsets for them is still open, until it commits or
+                        // times out), or the coordinator is moving. The partitions stay
+                        // pending, not fetched, and are started once their offsets are known;
+                        // never at auto.offset.reset, which would re-read or skip records.
+                        tracing::debug!(error = %e, "committed offsets not known yet; retrying in the background");
+                        held_back = pending.clone();
+                        tokio::spawn(retry_committed(
+                            Arc::downgrade(&self.inner),
+                            Arc::downgrade(&self.alive),
+                            pending.clone(),
+                            generation,
+                        ));
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot fetch committed offsets");
                         for tp in &pending {
@@ -899,7 +1000,7 @@ impl Consumer {
         }
         {
             let mut st = self.inner.state.lock().unwrap();
-            for tp in &partitions {
+            for tp in partitions.iter().filter(|tp| !held_back.contains(tp)) {
                 st.start(tp, None);
             }
         }
