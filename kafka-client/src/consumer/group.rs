@@ -542,15 +542,11 @@ fn offset_fetch_retriable(e: &Error) -> bool {
     }
 }
 
-/// Keeps fetching the committed offsets of `tps` (assigned in `generation`) until they are
-/// known, then starts them there; stops when the consumer is gone or closed, the generation
-/// changed, or the partitions are no longer pending.
-async fn retry_committed(
-    inner: Weak<Inner>,
-    alive: Weak<()>,
-    tps: Vec<TopicPartition>,
-    generation: i32,
-) {
+/// Keeps fetching the committed offsets of `tps` until they are known, then starts them
+/// there; stops when the consumer is gone or closed, or the partitions are no longer pending
+/// (revoked or lost). A new generation does not stop it: with cooperative rebalancing the
+/// partitions stay assigned across the follow-up round.
+async fn retry_committed(inner: Weak<Inner>, alive: Weak<()>, tps: Vec<TopicPartition>) {
     loop {
         let Some(consumer) = (Handler {
             inner: inner.clone(),
@@ -567,9 +563,7 @@ async fn retry_committed(
             let st = consumer.inner.state.lock().unwrap();
             tps.iter().filter(|tp| st.is_pending(tp)).cloned().collect()
         };
-        let same = || g.shared.member.lock().unwrap().generation() == generation;
         if still.is_empty()
-            || !same()
             || consumer
                 .inner
                 .closed
@@ -591,14 +585,11 @@ async fn retry_committed(
             },
             &still,
             deadline,
-            same,
+            || true,
         )
         .await;
         match r {
             Ok(committed) => {
-                if !same() {
-                    return;
-                }
                 let mut st = consumer.inner.state.lock().unwrap();
                 for tp in &still {
                     st.start(tp, committed.get(tp).copied().flatten());
@@ -986,7 +977,6 @@ impl Consumer {
                             Arc::downgrade(&self.inner),
                             Arc::downgrade(&self.alive),
                             pending.clone(),
-                            generation,
                         ));
                     }
                     Err(e) => {
