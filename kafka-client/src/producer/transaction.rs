@@ -177,33 +177,11 @@ impl Producer {
 
     async fn wait_ready(&self) -> Result<()> {
         let txn = self.txn()?;
-        let deadline = Instant::now() + txn.max_block;
-        loop {
-            let notified = txn.events.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let st = txn.state.lock().unwrap();
-                if let Some(e) = st.mgr.fatal() {
-                    return Err(e.clone());
-                }
-                if st.mgr.is_ready() || st.mgr.in_transaction() {
-                    return Ok(());
-                }
-                if st.stopped {
-                    return Err(Error::Closed);
-                }
-            }
-            if tokio::time::timeout_at(deadline.into(), notified)
-                .await
-                .is_err()
-            {
-                return Err(Error::Timeout {
-                    what: "the transactional producer id (max.block.ms)",
-                    after: txn.max_block,
-                });
-            }
-        }
+        let what = "the transactional producer id (max.block.ms)";
+        self.wait_until(txn.max_block, what, |st| {
+            (st.mgr.is_ready() || st.mgr.in_transaction()).then_some(Ok(()))
+        })
+        .await
     }
 
     /// Begins a transaction (after waiting for the producer id, up to `max.block.ms`). Records
@@ -313,25 +291,40 @@ impl Producer {
             .is_some_and(|t| t.state.lock().unwrap().mgr.in_transaction())
     }
 
+    /// Waits for the first event logged after `start` that `pick` answers.
     async fn wait_event<T>(
         &self,
         start: u64,
         pick: impl Fn(&TxnEvent) -> Option<Result<T>>,
     ) -> Result<T> {
         let txn = self.txn()?;
-        let deadline = Instant::now() + txn.max_wait;
+        self.wait_until(txn.max_wait, "the transaction's coordinator", |st| {
+            st.log
+                .iter()
+                .filter(|(seq, _)| *seq > start)
+                .find_map(|(_, e)| pick(e))
+        })
+        .await
+    }
+
+    /// Waits (up to `limit`) until `done` answers, looking again at every logged event; a fatal
+    /// error or a stopped driver ends the wait first.
+    async fn wait_until<T>(
+        &self,
+        limit: Duration,
+        what: &'static str,
+        done: impl Fn(&TxnState) -> Option<Result<T>>,
+    ) -> Result<T> {
+        let txn = self.txn()?;
+        let deadline = Instant::now() + limit;
         loop {
             let notified = txn.events.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let st = txn.state.lock().unwrap();
-                for (seq, e) in &st.log {
-                    if *seq > start {
-                        if let Some(r) = pick(e) {
-                            return r;
-                        }
-                    }
+                if let Some(r) = done(&st) {
+                    return r;
                 }
                 if let Some(e) = st.mgr.fatal() {
                     return Err(e.clone());
@@ -344,10 +337,7 @@ impl Producer {
                 .await
                 .is_err()
             {
-                return Err(Error::Timeout {
-                    what: "the transaction's coordinator",
-                    after: txn.max_wait,
-                });
+                return Err(Error::Timeout { what, after: limit });
             }
         }
     }
