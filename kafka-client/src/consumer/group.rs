@@ -571,48 +571,16 @@ async fn retry_committed(inner: Weak<Inner>, alive: Weak<()>, tps: Vec<TopicPart
         {
             return;
         }
-        let deadline = Instant::now() + consumer.inner.config.session_timeout / 2;
-        let r = fetch_committed(
-            &consumer.inner.client,
-            &g.group_id,
-            || {
-                g.shared
-                    .member
-                    .lock()
-                    .unwrap()
-                    .coordinator()
-                    .map(|c| c.node_id)
-            },
-            &still,
-            deadline,
-            || true,
-        )
-        .await;
-        match r {
-            Ok(committed) => {
-                let mut st = consumer.inner.state.lock().unwrap();
-                for tp in &still {
-                    st.start(tp, committed.get(tp).copied().flatten());
-                }
-                drop(st);
+        match consumer.start_at_committed(&g, &still, || true).await {
+            None => {
                 consumer.inner.wake.notify_waiters();
                 consumer.drive();
                 return;
             }
-            Err(e) if offset_fetch_retriable(&e) => {
+            Some(e) => {
                 tracing::debug!(error = %e, "committed offsets still not known; retrying");
                 drop(consumer);
                 tokio::time::sleep(backoff).await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot fetch committed offsets");
-                let mut st = consumer.inner.state.lock().unwrap();
-                for tp in &still {
-                    st.fail(tp, e.clone());
-                }
-                drop(st);
-                consumer.inner.wake.notify_waiters();
-                return;
             }
         }
     }
@@ -922,6 +890,53 @@ impl Consumer {
         self.inner.hooks.lock().unwrap().clone()
     }
 
+    /// Fetches the committed offsets of `tps` (for at most half a session timeout: heartbeats
+    /// may wait on this) and starts the partitions there; an error that is not retriable fails
+    /// them. Returns the retriable error when the offsets are not known yet: the partitions
+    /// then stay pending.
+    async fn start_at_committed(
+        &self,
+        g: &GroupState,
+        tps: &[TopicPartition],
+        keep_going: impl Fn() -> bool,
+    ) -> Option<Error> {
+        let deadline = Instant::now() + self.inner.config.session_timeout / 2;
+        let coordinator = || {
+            g.shared
+                .member
+                .lock()
+                .unwrap()
+                .coordinator()
+                .map(|c| c.node_id)
+        };
+        let r = fetch_committed(
+            &self.inner.client,
+            &g.group_id,
+            coordinator,
+            tps,
+            deadline,
+            keep_going,
+        )
+        .await;
+        let mut st = self.inner.state.lock().unwrap();
+        match r {
+            Ok(committed) => {
+                for tp in tps {
+                    st.start(tp, committed.get(tp).copied().flatten());
+                }
+                None
+            }
+            Err(e) if offset_fetch_retriable(&e) => Some(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch committed offsets");
+                for tp in tps {
+                    st.fail(tp, e.clone());
+                }
+                None
+            }
+        }
+    }
+
     async fn on_assigned(&self, partitions: Vec<TopicPartition>) {
         self.inner.state.lock().unwrap().add_pending(&partitions);
         if let Some(h) = self.hooks() {
@@ -938,53 +953,21 @@ impl Consumer {
         let mut held_back: Vec<TopicPartition> = Vec::new();
         if !pending.is_empty() {
             if let Some(g) = self.group_state() {
-                let shared = &g.shared;
-                let generation = shared.member.lock().unwrap().generation();
-                // Heartbeats wait while this runs: stay well inside the session.
-                let deadline = Instant::now() + self.inner.config.session_timeout / 2;
-                let r = fetch_committed(
-                    &self.inner.client,
-                    &g.group_id,
-                    || {
-                        shared
-                            .member
-                            .lock()
-                            .unwrap()
-                            .coordinator()
-                            .map(|c| c.node_id)
-                    },
-                    &pending,
-                    deadline,
-                    || shared.member.lock().unwrap().generation() == generation,
-                )
-                .await;
-                let mut st = self.inner.state.lock().unwrap();
-                match r {
-                    Ok(committed) => {
-                        for tp in &pending {
-                            st.start(tp, committed.get(tp).copied().flatten());
-                        }
-                    }
-                    Err(e) if offset_fetch_retriable(&e) => {
-                        // Not stable yet (UNSTABLE_OFFSET_COMMIT: a previous owner's
-                        // transaction with offsets for them is still open, until it commits or
-                        // times out), or the coordinator is moving. The partitions stay
-                        // pending, not fetched, and are started once their offsets are known;
-                        // never at auto.offset.reset, which would re-read or skip records.
-                        tracing::debug!(error = %e, "committed offsets not known yet; retrying in the background");
-                        held_back = pending.clone();
-                        tokio::spawn(retry_committed(
-                            Arc::downgrade(&self.inner),
-                            Arc::downgrade(&self.alive),
-                            pending.clone(),
-                        ));
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot fetch committed offsets");
-                        for tp in &pending {
-                            st.fail(tp, e.clone());
-                        }
-                    }
+                let generation = g.shared.member.lock().unwrap().generation();
+                let same = || g.shared.member.lock().unwrap().generation() == generation;
+                if let Some(e) = self.start_at_committed(&g, &pending, same).await {
+                    // Not stable yet (UNSTABLE_OFFSET_COMMIT: a previous owner's transaction
+                    // with offsets for them is still open, until it commits or times out), or
+                    // the coordinator is moving. The partitions stay pending, not fetched, and
+                    // are started once their offsets are known; never at auto.offset.reset,
+                    // which would re-read or skip records.
+                    tracing::debug!(error = %e, "committed offsets not known yet; retrying in the background");
+                    held_back = pending.clone();
+                    tokio::spawn(retry_committed(
+                        Arc::downgrade(&self.inner),
+                        Arc::downgrade(&self.alive),
+                        pending.clone(),
+                    ));
                 }
             }
         }
