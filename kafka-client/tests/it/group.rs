@@ -15,7 +15,7 @@ use kafka_client::{Consumer, Error, Producer, ProducerRecord, TopicPartition};
 
 use crate::consumer::{bootstrap, consumer_config, create_topic};
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let n = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -23,7 +23,7 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{n}")
 }
 
-fn group_config(bootstrap: &str, group: &str) -> ConsumerConfig {
+pub(crate) fn group_config(bootstrap: &str, group: &str) -> ConsumerConfig {
     let mut c = consumer_config(bootstrap);
     c.group_id(group.to_string());
     // Fast rebalances: members learn about a rebalance at their next heartbeat.
@@ -33,7 +33,7 @@ fn group_config(bootstrap: &str, group: &str) -> ConsumerConfig {
     c
 }
 
-async fn producer(bootstrap: &str) -> Producer {
+pub(crate) async fn producer(bootstrap: &str) -> Producer {
     let mut cfg = ProducerConfig::default();
     cfg.client_mut()
         .bootstrap_servers(bootstrap.split(',').map(str::to_string).collect::<Vec<_>>());
@@ -41,7 +41,7 @@ async fn producer(bootstrap: &str) -> Producer {
 }
 
 /// Writes records `from..to` (value = the index) spread over `partitions` partitions.
-async fn produce_range(p: &Producer, topic: &str, partitions: i32, from: u64, to: u64) {
+pub(crate) async fn produce_range(p: &Producer, topic: &str, partitions: i32, from: u64, to: u64) {
     let mut deliveries = Vec::new();
     for i in from..to {
         let rec = ProducerRecord::new(topic.to_string())
@@ -56,7 +56,7 @@ async fn produce_range(p: &Producer, topic: &str, partitions: i32, from: u64, to
     }
 }
 
-fn value_of(r: &kafka_client::ConsumerRecord) -> u64 {
+pub(crate) fn value_of(r: &kafka_client::ConsumerRecord) -> u64 {
     std::str::from_utf8(r.value.as_deref().expect("value"))
         .expect("utf-8")
         .parse()

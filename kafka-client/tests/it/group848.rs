@@ -7,59 +7,22 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kafka_client::config::{ConsumerConfig, GroupProtocol, ProducerConfig};
 use kafka_client::consumer::RebalanceHooks;
 use kafka_client::group::BoxFuture;
-use kafka_client::{Consumer, Error, Producer, ProducerRecord, TopicPartition};
+use kafka_client::{Consumer, Error, Producer, TopicPartition};
 use kafka_wire::ErrorCode;
 
 use crate::consumer::{bootstrap, consumer_config, create_topic};
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{n}")
-}
+use crate::group::{produce_range, producer, unique, value_of};
 
 fn kip848_config(bootstrap: &str, group: &str) -> ConsumerConfig {
     let mut c = consumer_config(bootstrap);
     c.group_id(group.to_string());
     c.group_protocol(GroupProtocol::Consumer);
     c
-}
-
-async fn producer(bootstrap: &str) -> Producer {
-    let mut cfg = ProducerConfig::default();
-    cfg.client_mut()
-        .bootstrap_servers(bootstrap.split(',').map(str::to_string).collect::<Vec<_>>());
-    Producer::new(cfg).await.expect("producer")
-}
-
-/// Writes records `from..to` (value = the index) spread over `partitions` partitions.
-async fn produce_range(p: &Producer, topic: &str, partitions: i32, from: u64, to: u64) {
-    let mut deliveries = Vec::new();
-    for i in from..to {
-        let rec = ProducerRecord::new(topic.to_string())
-            .partition((i % partitions as u64) as i32)
-            .key(format!("k-{i}"))
-            .value(i.to_string());
-        deliveries.push(p.send(rec).await.expect("send"));
-    }
-    p.flush().await.expect("flush");
-    for d in deliveries {
-        d.await.expect("delivery");
-    }
-}
-
-fn value_of(r: &kafka_client::ConsumerRecord) -> u64 {
-    std::str::from_utf8(r.value.as_deref().expect("value"))
-        .expect("utf-8")
-        .parse()
-        .expect("number")
 }
 
 // Fields are read through `Debug` in failure messages.

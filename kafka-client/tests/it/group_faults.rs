@@ -29,9 +29,10 @@ use kafka_client::config::{ClientConfig, ConsumerConfig, ProducerConfig};
 use kafka_client::{Admin, Producer, ProducerRecord};
 use testkit::{Cluster, ClusterConfig};
 
+use crate::group::unique;
 use crate::group_java::{
-    member_config, now_us, replay, unique, wait_consuming, wait_log, Ev, Kind, Log, RustMember,
-    Shared, HEARTBEAT,
+    member_config, now_us, replay, wait_consuming, wait_log, Ev, Kind, Log, RustMember, Shared,
+    HEARTBEAT,
 };
 
 const P: i32 = 12;

@@ -20,18 +20,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kafka_client::config::{ConsumerConfig, ProducerConfig};
+use kafka_client::config::ConsumerConfig;
 use kafka_client::consumer::RebalanceHooks;
 use kafka_client::group::balancer::Balancer;
 use kafka_client::group::BoxFuture;
 use kafka_client::{Admin, Consumer, Producer, ProducerRecord, TopicPartition};
 
 use crate::consumer::{bootstrap, consumer_config, create_topic};
+use crate::group::{producer, unique};
 use crate::jvm;
-
-pub(crate) fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", now_us())
-}
 
 /// Wall-clock microseconds since the epoch (the clock the Java side prints).
 pub(crate) fn now_us() -> u64 {
@@ -458,13 +455,6 @@ fn parse_java_line(name: &str, line: &str, log: &Shared, closed: &AtomicBool) {
         "CLOSED" => closed.store(true, Ordering::SeqCst),
         _ => {}
     }
-}
-
-pub(crate) async fn producer(bootstrap: &str) -> Producer {
-    let mut cfg = ProducerConfig::default();
-    cfg.client_mut()
-        .bootstrap_servers(bootstrap.split(',').map(str::to_string).collect::<Vec<_>>());
-    Producer::new(cfg).await.expect("producer")
 }
 
 /// Produces records (value = index, partition = index mod `partitions`) in steps of `step`

@@ -22,9 +22,10 @@ use kafka_client::{Admin, Error};
 use kafka_wire::ErrorCode;
 
 use crate::consumer::{bootstrap, create_topic};
+use crate::group::{producer, unique};
 use crate::group_java::{
-    balanced, duplicates, member_config, now_us, produce_until, producer, replay, unique,
-    wait_consuming, wait_log, wait_protocol, Kind, RustMember, Shared,
+    balanced, duplicates, member_config, now_us, produce_until, replay, wait_consuming, wait_log,
+    wait_protocol, Kind, RustMember, Shared,
 };
 
 const P: i32 = 12;

@@ -4,21 +4,14 @@
 //! transactional id fences the first; misuse is refused.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kafka_client::config::{IsolationLevel, ProducerConfig};
 use kafka_client::producer::{GroupMetadata, TxnOffset};
 use kafka_client::{Admin, Consumer, Error, Producer, ProducerRecord, TopicPartition};
 
 use crate::consumer::{bootstrap, consumer_config, create_topic};
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{n}")
-}
+use crate::group::unique;
 
 pub(crate) fn txn_config(bootstrap: &str, txn_id: &str) -> ProducerConfig {
     let mut cfg = ProducerConfig::default();
