@@ -94,6 +94,10 @@ impl TopicMetadata {
     }
 }
 
+/// A map by topic name with a fast hasher, seeded per process (producers look topics up per
+/// record).
+pub type TopicMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// A snapshot of what the cluster told us.
 #[derive(Debug, Clone)]
 pub struct ClusterMetadata {
@@ -104,7 +108,7 @@ pub struct ClusterMetadata {
     /// Brokers by node id.
     pub brokers: BTreeMap<i32, BrokerInfo>,
     /// Topics by name (only those asked for, unless all topics were fetched).
-    pub topics: HashMap<String, Arc<TopicMetadata>>,
+    pub topics: TopicMap<Arc<TopicMetadata>>,
     /// When the response that made this snapshot arrived.
     pub fetched_at: Instant,
 }
@@ -116,7 +120,7 @@ impl ClusterMetadata {
             cluster_id: None,
             controller_id: -1,
             brokers: BTreeMap::new(),
-            topics: HashMap::new(),
+            topics: TopicMap::default(),
             fetched_at: now,
         }
     }
@@ -139,7 +143,7 @@ impl ClusterMetadata {
                 )
             })
             .collect();
-        let mut topics = HashMap::new();
+        let mut topics = TopicMap::default();
         for t in &resp.topics {
             let Some(name) = &t.name else { continue };
             let mut partitions: Vec<PartitionMetadata> = t

@@ -11,9 +11,8 @@
 //! Sans-IO: metadata and queue sizes come in as a [`PartitionLoad`], randomness through a
 //! [`RandomSource`].
 
-use std::collections::HashMap;
-
 use crate::config::{PartitionerChoice, ProducerConfig};
+use crate::metadata::TopicMap;
 use crate::rng::RandomSource;
 
 /// Java's `Utils.murmur2`: MurmurHash2, 32 bit, seed `0x9747b28c`.
@@ -104,7 +103,7 @@ struct StickyState {
 pub struct StickyPartitioner {
     batch_size: usize,
     adaptive: bool,
-    topics: HashMap<String, StickyState>,
+    topics: TopicMap<StickyState>,
 }
 
 impl StickyPartitioner {
@@ -114,7 +113,7 @@ impl StickyPartitioner {
         StickyPartitioner {
             batch_size,
             adaptive,
-            topics: HashMap::new(),
+            topics: TopicMap::default(),
         }
     }
 
@@ -243,7 +242,7 @@ pub struct Partitioner {
     choice: PartitionerChoice,
     ignore_keys: bool,
     sticky: StickyPartitioner,
-    round_robin: HashMap<String, u32>,
+    round_robin: TopicMap<u32>,
 }
 
 impl Partitioner {
@@ -254,7 +253,7 @@ impl Partitioner {
             choice: config.partitioner,
             ignore_keys: config.partitioner_ignore_keys,
             sticky: StickyPartitioner::new(config.batch_size, config.partitioner_adaptive),
-            round_robin: HashMap::new(),
+            round_robin: TopicMap::default(),
         }
     }
 
@@ -330,6 +329,7 @@ mod tests {
     use super::*;
     use crate::rng::SeededRng;
     use proptest::prelude::*;
+    use std::collections::HashMap;
 
     #[test]
     fn murmur2_known_values() {

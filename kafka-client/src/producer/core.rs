@@ -26,6 +26,7 @@
 //!   left the metadata) is retried like a retriable error: its batches were not written.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -47,8 +48,31 @@ use super::{ProducerRecord, RecordMetadata};
 /// The broker's default `message.max.bytes`: the largest batch, before compression.
 pub const MAX_BATCH_BYTES: usize = 1_000_012;
 
+/// A delivery callback: called once with the record's outcome.
+pub type DeliveryCallback = Box<dyn FnOnce(Result<RecordMetadata>) + Send + 'static>;
+
+/// Callbacks whose records completed, with their outcomes, waiting to be called once the
+/// producer's state is unlocked ([`Core::take_completed`]).
+pub type Completed = Vec<(DeliveryCallback, Result<RecordMetadata>)>;
+
 /// Where the delivery result of one record goes.
-pub(crate) type Reply = oneshot::Sender<Result<RecordMetadata>>;
+pub enum Reply {
+    /// A [`super::DeliveryFuture`] waits on it.
+    Future(oneshot::Sender<Result<RecordMetadata>>),
+    /// Called (after the core is unlocked) with the outcome.
+    Callback(DeliveryCallback),
+}
+
+impl Reply {
+    fn complete(self, result: Result<RecordMetadata>, completed: &mut Completed) {
+        match self {
+            Reply::Future(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Callback(cb) => completed.push((cb, result)),
+        }
+    }
+}
 
 /// The settings the core needs, taken from [`ProducerConfig`].
 #[derive(Debug, Clone)]
@@ -164,10 +188,10 @@ impl Batch {
         self.records.len() as i32
     }
 
-    fn fail(&mut self, err: &Error) {
+    fn fail(&mut self, err: &Error, completed: &mut Completed) {
         for r in &mut self.records {
             if let Some(reply) = r.reply.take() {
-                let _ = reply.send(Err(err.clone()));
+                reply.complete(Err(err.clone()), completed);
             }
         }
     }
@@ -175,6 +199,12 @@ impl Batch {
 
 #[derive(Default)]
 struct PartitionState {
+    /// The topic's name, shared by every [`RecordMetadata`] of the partition.
+    topic: Arc<str>,
+    /// Size and record count of the last batch sent: a new batch's buffer and record list
+    /// start that large.
+    last_batch_len: usize,
+    last_batch_records: usize,
     queue: VecDeque<Batch>,
     next_seq: i32,
     last_acked_offset: i64,
@@ -271,7 +301,17 @@ pub struct Core {
     /// Transactional producers: batches that failed since [`Core::take_failures`], with
     /// whether the batch had a sequence (the epoch must then be bumped).
     failures: Vec<(Error, bool)>,
+    /// Callbacks of completed records ([`Core::take_completed`]).
+    completed: Completed,
+    /// Buffers of acknowledged batches, reused for new batches (as Java's buffer pool does):
+    /// fresh ones cost an allocation and the kernel's zeroing of new pages per batch. Bounded
+    /// by [`MAX_SPARE_BUFFERS`] and by a quarter of `buffer.memory` in total.
+    spare: Vec<BytesMut>,
+    spare_bytes: usize,
 }
+
+/// At most this many batch buffers are kept for reuse.
+const MAX_SPARE_BUFFERS: usize = 64;
 
 impl Core {
     pub fn new(cfg: CoreConfig, partitioner: Partitioner, seed: u64) -> Core {
@@ -293,7 +333,38 @@ impl Core {
             wake: false,
             last_partition: -1,
             failures: Vec::new(),
+            completed: Vec::new(),
+            spare: Vec::new(),
+            spare_bytes: 0,
         }
+    }
+
+    /// Keeps the buffer of an acknowledged batch for a new batch, if no one else holds it and
+    /// the pool has room.
+    fn recycle(&mut self, bytes: Bytes) {
+        if self.spare.len() >= MAX_SPARE_BUFFERS {
+            return;
+        }
+        if let Ok(buf) = bytes.try_into_mut() {
+            let cap = buf.capacity();
+            if self.spare_bytes + cap <= self.cfg.buffer_memory / 4 {
+                self.spare_bytes += cap;
+                self.spare.push(buf);
+            }
+        }
+    }
+
+    /// The delivery callbacks of records completed since the last call, with their outcomes.
+    /// The caller calls them once it no longer holds the core (a callback may use the
+    /// producer).
+    pub fn take_completed(&mut self) -> Completed {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// [`Core::take_completed`] into `out` (empty), which becomes the core's list: the two
+    /// lists trade places so that neither is allocated again per response.
+    pub fn swap_completed(&mut self, out: &mut Completed) {
+        std::mem::swap(&mut self.completed, out);
     }
 
     /// The partition the last successful [`Core::append`] chose.
@@ -323,7 +394,7 @@ impl Core {
         }
         for (tp, id) in dropped {
             if let Some(mut b) = self.remove_batch(&tp, id) {
-                b.fail(err);
+                b.fail(err, &mut self.completed);
             }
         }
         if had_seq {
@@ -448,7 +519,7 @@ impl Core {
     pub fn fail_all(&mut self, err: &Error) {
         for p in self.partitions.values_mut() {
             for mut b in p.queue.drain(..) {
-                b.fail(err);
+                b.fail(err, &mut self.completed);
             }
             p.in_flight = 0;
         }
@@ -465,6 +536,27 @@ impl Core {
         num_partitions: i32,
         record: ProducerRecord,
     ) -> std::result::Result<oneshot::Receiver<Result<RecordMetadata>>, AppendError> {
+        let (tx, rx) = oneshot::channel();
+        self.append_with(
+            now,
+            now_ms,
+            num_partitions,
+            record,
+            &mut Some(Reply::Future(tx)),
+        )?;
+        Ok(rx)
+    }
+
+    /// [`Core::append`] with the delivery going to `reply`, which is taken only when the record
+    /// was appended (after [`AppendError::Full`] the caller retries with the same one).
+    pub fn append_with(
+        &mut self,
+        now: Instant,
+        now_ms: i64,
+        num_partitions: i32,
+        mut record: ProducerRecord,
+        reply: &mut Option<Reply>,
+    ) -> std::result::Result<(), AppendError> {
         let timestamp = record.timestamp.unwrap_or(now_ms);
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
@@ -522,16 +614,20 @@ impl Core {
                 }
             }
         };
-        let tp = TopicPartition::new(record.topic.clone(), partition);
+        // The record's own topic string becomes the key (one search, no copy per record); a
+        // record handed back gets it again from the partition's shared name.
+        let tp = TopicPartition::new(std::mem::take(&mut record.topic), partition);
         self.last_partition = partition;
         let batch_size = self.cfg.batch_size;
         let part = self
             .partitions
-            .entry(tp.clone())
-            .or_insert_with(|| PartitionState {
+            .entry(tp)
+            .or_insert_with_key(|tp| PartitionState {
+                topic: Arc::from(tp.topic.as_str()),
                 last_acked_offset: -1,
                 ..Default::default()
             });
+        let topic = part.topic.clone();
         // Does the record go into the open batch?
         let fits_open = part.queue.back().is_some_and(|b| {
             b.state == BatchState::Queued
@@ -548,6 +644,7 @@ impl Core {
         let need = if fits_open { worst } else { HEADER_LEN + worst };
         if self.buffer_used + need > self.cfg.buffer_memory {
             drop(headers);
+            record.topic = topic.to_string();
             return Err(AppendError::Full(Box::new(record)));
         }
         if !fits_open {
@@ -564,11 +661,24 @@ impl Core {
             };
             let id = self.next_batch_id;
             self.next_batch_id += 1;
+            // Room for a batch like the last one (an eighth more), so the buffer rarely grows.
+            let capacity = (part.last_batch_len + part.last_batch_len / 8)
+                .clamp(HEADER_LEN + 256, batch_size.min(max));
+            let buf = match self.spare.pop() {
+                Some(mut buf) => {
+                    self.spare_bytes -= buf.capacity();
+                    // Grown once now rather than step by step while records are appended.
+                    buf.clear();
+                    buf.reserve(capacity);
+                    buf
+                }
+                None => BytesMut::with_capacity(capacity),
+            };
             part.queue.push_back(Batch {
                 id,
-                builder: Some(BatchBuilder::new(options)),
+                builder: Some(BatchBuilder::with_buffer(options, buf)),
                 bytes: None,
-                records: Vec::new(),
+                records: Vec::with_capacity(part.last_batch_records),
                 created: now,
                 reserved: HEADER_LEN,
                 seq: None,
@@ -604,24 +714,17 @@ impl Core {
         self.wake |= batch_full;
         batch.reserved += added;
         self.buffer_used += added;
-        let (tx, rx) = oneshot::channel();
         batch.records.push(PendingRecord {
-            reply: Some(tx),
+            reply: reply.take(),
             timestamp,
         });
         drop(headers);
         if let Some(c) = choice {
             let load = PartitionLoad::uniform(num_partitions);
-            self.partitioner.record_appended(
-                &record.topic,
-                c,
-                added,
-                batch_full,
-                &load,
-                &mut self.rng,
-            );
+            self.partitioner
+                .record_appended(&topic, c, added, batch_full, &load, &mut self.rng);
         }
-        Ok(rx)
+        Ok(())
     }
 
     fn batch_ready(&self, b: &Batch, now: Instant, behind: bool) -> bool {
@@ -734,6 +837,8 @@ impl Core {
                     }
                     match builder.finish() {
                         Ok(bytes) => {
+                            part.last_batch_len = bytes.len();
+                            part.last_batch_records = b.records.len();
                             b.bytes = Some(bytes);
                             b.stamped = stamp;
                         }
@@ -856,6 +961,7 @@ impl Core {
         let Some(mut b) = self.remove_batch(tp, id) else {
             return;
         };
+        let mut topic = None;
         if let Some(part) = self.partitions.get_mut(tp) {
             part.errors = 0;
             part.confirmed = true;
@@ -863,19 +969,27 @@ impl Core {
                 part.last_acked_offset =
                     part.last_acked_offset.max(base + i64::from(b.count()) - 1);
             }
+            topic = Some(part.topic.clone());
+        }
+        let topic = topic.unwrap_or_else(|| Arc::from(tp.topic.as_str()));
+        if let Some(bytes) = b.bytes.take() {
+            self.recycle(bytes);
         }
         for (i, r) in b.records.iter_mut().enumerate() {
             if let Some(reply) = r.reply.take() {
-                let _ = reply.send(Ok(RecordMetadata {
-                    topic: tp.topic.clone(),
-                    partition: tp.partition,
-                    offset: if base >= 0 { base + i as i64 } else { -1 },
-                    timestamp: if append_time >= 0 {
-                        append_time
-                    } else {
-                        r.timestamp
-                    },
-                }));
+                reply.complete(
+                    Ok(RecordMetadata {
+                        topic: topic.clone(),
+                        partition: tp.partition,
+                        offset: if base >= 0 { base + i as i64 } else { -1 },
+                        timestamp: if append_time >= 0 {
+                            append_time
+                        } else {
+                            r.timestamp
+                        },
+                    }),
+                    &mut self.completed,
+                );
             }
         }
     }
@@ -895,7 +1009,7 @@ impl Core {
         if self.cfg.transactional {
             self.failures.push((err.clone(), b.seq.is_some()));
         }
-        b.fail(&err);
+        b.fail(&err, &mut self.completed);
     }
 
     fn requeue(&mut self, now: Instant, tp: &TopicPartition, id: u64) -> bool {

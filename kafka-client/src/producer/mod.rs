@@ -52,7 +52,7 @@ use crate::partitioner::Partitioner;
 use crate::rng::{OsRandom, RandomSource};
 use crate::types::Header;
 
-use self::core::{AppendError, Core, CoreConfig, Transmit};
+use self::core::{AppendError, Completed, Core, CoreConfig, DeliveryCallback, Reply, Transmit};
 
 /// A record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,8 +121,8 @@ impl ProducerRecord {
 /// Where a record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    /// Topic.
-    pub topic: String,
+    /// Topic (shared with the partition's other records: no copy per record).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset; -1 when unknown (acks=0, or a retry the broker recognized as a duplicate without
@@ -155,6 +155,9 @@ impl Future for DeliveryFuture {
 struct Shared {
     client: Client,
     core: Mutex<Core>,
+    /// Held while records complete and their delivery callbacks run ([`Shared::with_core`]);
+    /// the list is kept to be traded with the core's (no allocation per response).
+    callbacks: Mutex<Completed>,
     /// Wakes the driver.
     wake: Notify,
     /// Signalled when buffer space is freed or batches finish.
@@ -174,10 +177,45 @@ struct Shared {
 }
 
 impl Shared {
+    /// Runs `f` on the core, then calls the delivery callbacks of the records it completed,
+    /// with the core unlocked (a callback may use the producer).
+    ///
+    /// The callback lock is held from before `f` until the callbacks have returned, so once a
+    /// record is seen completed in the core, [`Shared::callbacks_done`] waits for its callback:
+    /// `flush` returns only after the callbacks of the flushed records ran. Lock order:
+    /// callbacks, then the transaction state, then the core.
+    fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        let mut done = self.callbacks.lock().unwrap();
+        let r = {
+            let mut core = self.core.lock().unwrap();
+            let r = f(&mut core);
+            core.swap_completed(&mut done);
+            r
+        };
+        run_callbacks(done.drain(..));
+        r
+    }
+
+    /// Waits until the callbacks of records completed so far have returned.
+    fn callbacks_done(&self) {
+        drop(self.callbacks.lock().unwrap());
+    }
+
     fn begin_close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.core.lock().unwrap().close();
         self.wake.notify_one();
+    }
+}
+
+fn run_callbacks(done: impl IntoIterator<Item = (DeliveryCallback, Result<RecordMetadata>)>) {
+    for (callback, result) in done {
+        // A panicking callback must not take the producer's task (and every other record's
+        // delivery) with it.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(result))).is_err()
+        {
+            tracing::error!("a delivery callback panicked");
+        }
     }
 }
 
@@ -250,6 +288,7 @@ impl Producer {
         let shared = Arc::new(Shared {
             client,
             core: Mutex::new(core),
+            callbacks: Mutex::new(Vec::new()),
             wake: Notify::new(),
             progress: Notify::new(),
             closed: AtomicBool::new(false),
@@ -294,6 +333,31 @@ impl Producer {
     /// `max.request.size` (or the 1,000,012-byte batch limit) with `MESSAGE_TOO_LARGE`, for an
     /// unknown topic, and after [`Producer::close`].
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(record, Reply::Future(tx)).await?;
+        Ok(DeliveryFuture { rx })
+    }
+
+    /// Buffers `record` like [`send`](Self::send), and calls `callback` once with its delivery
+    /// result instead of returning a future: no channel and no future per record, for
+    /// applications that produce many small records and only count or log their outcomes
+    /// (franz-go's promise, librdkafka's delivery report).
+    ///
+    /// The callback runs on the producer's task, after the producer's state is unlocked: it
+    /// should be quick and must not block (hand heavy work to a channel or a task). A callback
+    /// that panics is logged and does not stop the producer. When `send_with` itself fails
+    /// (the same errors as `send`), the record was not buffered and `callback` is dropped
+    /// without being called.
+    pub async fn send_with<F>(&self, record: ProducerRecord, callback: F) -> Result<()>
+    where
+        F: FnOnce(Result<RecordMetadata>) + Send + 'static,
+    {
+        self.enqueue(record, Reply::Callback(Box::new(callback)))
+            .await
+    }
+
+    async fn enqueue(&self, record: ProducerRecord, reply: Reply) -> Result<()> {
+        let mut reply = Some(reply);
         let sh = &self.shared;
         if sh.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
@@ -329,17 +393,18 @@ impl Producer {
         }
         let n = i32::try_from(topic.partition_count()).unwrap_or(i32::MAX);
         let mut record = record;
+        // Registered for buffer space only once the buffer was found full (no waiter per
+        // record): then the append is tried once more before waiting, so space freed in
+        // between is not missed.
+        let mut waiter = None;
         loop {
-            let notified = sh.progress.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
             if sh.closed.load(Ordering::SeqCst) {
                 return Err(Error::Closed);
             }
             let (res, wake) = match &sh.txn {
                 None => {
                     let mut core = sh.core.lock().unwrap();
-                    let res = core.append(Instant::now(), now_ms(), n, record);
+                    let res = core.append_with(Instant::now(), now_ms(), n, record, &mut reply);
                     (res, core.take_wake())
                 }
                 Some(txn) => {
@@ -349,7 +414,7 @@ impl Producer {
                     st.mgr.check_send()?;
                     let topic = record.topic.clone();
                     let mut core = sh.core.lock().unwrap();
-                    let res = core.append(Instant::now(), now_ms(), n, record);
+                    let res = core.append_with(Instant::now(), now_ms(), n, record, &mut reply);
                     if res.is_ok() {
                         let tp = crate::types::TopicPartition::new(topic, core.last_partition());
                         st.mgr.add_partition(&tp)?;
@@ -359,26 +424,35 @@ impl Producer {
                 }
             };
             match res {
-                Ok(rx) => {
+                Ok(()) => {
                     // Waking the driver per record costs a cross-thread wake-up each; it only
                     // has new work when a batch opened (a linger deadline) or filled up.
                     if wake {
                         sh.wake.notify_one();
                     }
-                    return Ok(DeliveryFuture { rx });
+                    return Ok(());
                 }
                 Err(AppendError::Failed(e)) => return Err(e),
                 Err(AppendError::Full(r)) => {
                     record = *r;
                     sh.wake.notify_one();
-                    if tokio::time::timeout_at(deadline.into(), notified)
-                        .await
-                        .is_err()
-                    {
-                        return Err(Error::Timeout {
-                            what: "buffer memory (max.block.ms)",
-                            after: sh.max_block,
-                        });
+                    match waiter.take() {
+                        None => {
+                            let mut notified = Box::pin(sh.progress.notified());
+                            notified.as_mut().enable();
+                            waiter = Some(notified);
+                        }
+                        Some(notified) => {
+                            if tokio::time::timeout_at(deadline.into(), notified)
+                                .await
+                                .is_err()
+                            {
+                                return Err(Error::Timeout {
+                                    what: "buffer memory (max.block.ms)",
+                                    after: sh.max_block,
+                                });
+                            }
+                        }
                     }
                 }
             }
@@ -401,6 +475,7 @@ impl Producer {
             tokio::pin!(notified);
             notified.as_mut().enable();
             if sh.core.lock().unwrap().flushed(mark) {
+                sh.callbacks_done();
                 return Ok(());
             }
             if sh.driver_done.load(Ordering::SeqCst) {
@@ -448,14 +523,13 @@ async fn drive(sh: Arc<Shared>) {
     let mut pid_backoff = Duration::from_millis(100);
     loop {
         let now = Instant::now();
-        let (need_pid, done, timeout) = {
-            let mut core = sh.core.lock().unwrap();
+        let (need_pid, done, timeout) = sh.with_core(|core| {
             core.handle_timeout(now);
             let done = sh.closed.load(Ordering::SeqCst)
                 && core.pending_records() == 0
                 && core.in_flight_requests() == 0;
             (core.needs_producer_id(), done, core.poll_timeout())
-        };
+        });
         sh.progress.notify_waiters();
         if done || (sh.client.is_closed() && !sh.owns_client) {
             break;
@@ -483,7 +557,7 @@ async fn drive(sh: Arc<Shared>) {
                 Err(e) => {
                     if e.is_fatal() || matches!(e, Error::Closed) {
                         tracing::warn!(error = %e, "InitProducerId failed; failing buffered records");
-                        sh.core.lock().unwrap().fail_all(&e);
+                        sh.with_core(|core| core.fail_all(&e));
                         sh.progress.notify_waiters();
                         if sh.client.is_closed() {
                             break;
@@ -499,7 +573,8 @@ async fn drive(sh: Arc<Shared>) {
         }
         let meta = sh.client.metadata();
         let transmits = match &sh.txn {
-            None => sh.core.lock().unwrap().poll_transmit(Instant::now(), &meta),
+            // Records complete here with acks=0.
+            None => sh.with_core(|core| core.poll_transmit(Instant::now(), &meta)),
             Some(txn) => {
                 let st = txn.state.lock().unwrap();
                 sh.core
@@ -523,13 +598,12 @@ async fn drive(sh: Arc<Shared>) {
     if sh.owns_client {
         sh.client.close();
     }
-    {
-        // Anything left (the client was closed under us) is reported, never dropped silently.
-        let mut core = sh.core.lock().unwrap();
+    // Anything left (the client was closed under us) is reported, never dropped silently.
+    sh.with_core(|core| {
         if core.pending_records() > 0 {
             core.fail_all(&Error::Closed);
         }
-    }
+    });
     sh.driver_done.store(true, Ordering::SeqCst);
     sh.progress.notify_waiters();
 }
@@ -592,11 +666,7 @@ fn complete(
             );
         }
     }
-    let actions = sh
-        .core
-        .lock()
-        .unwrap()
-        .handle_response(Instant::now(), req, result);
+    let actions = sh.with_core(|core| core.handle_response(Instant::now(), req, result));
     for (topic, partition, leader, epoch) in &actions.leader_hints {
         sh.client
             .apply_leader_hint(topic, *partition, *leader, *epoch);
@@ -614,11 +684,7 @@ async fn dispatch(sh: &Arc<Shared>, t: Transmit) {
         Err(e) => {
             // Nothing was written (e.g. the leader in our metadata left the cluster): retry
             // after a metadata refresh rather than fail the records.
-            let actions = sh
-                .core
-                .lock()
-                .unwrap()
-                .handle_unsent(Instant::now(), t.req, e);
+            let actions = sh.with_core(|core| core.handle_unsent(Instant::now(), t.req, e));
             if actions.refresh_metadata {
                 sh.client.request_metadata_refresh();
             }

@@ -243,16 +243,21 @@ impl Producer {
         };
         txn.wake.notify_one();
         self.shared.wake.notify_one();
-        self.wait_event(start, |e| match e {
-            TxnEvent::Committed => Some(Ok(())),
-            TxnEvent::Aborted => Some(Err(Error::Aborted)),
-            TxnEvent::OutcomeUnknown { error } => {
-                Some(Err(Error::OutcomeUnknown(Arc::new(error.clone()))))
-            }
-            TxnEvent::AbortableError(e) | TxnEvent::Fatal(e) => Some(Err(e.clone())),
-            _ => None,
-        })
-        .await
+        let outcome = self
+            .wait_event(start, |e| match e {
+                TxnEvent::Committed => Some(Ok(())),
+                TxnEvent::Aborted => Some(Err(Error::Aborted)),
+                TxnEvent::OutcomeUnknown { error } => {
+                    Some(Err(Error::OutcomeUnknown(Arc::new(error.clone()))))
+                }
+                TxnEvent::AbortableError(e) | TxnEvent::Fatal(e) => Some(Err(e.clone())),
+                _ => None,
+            })
+            .await;
+        // The transaction's records were answered before EndTxn; their callbacks have returned
+        // when the commit does.
+        self.shared.callbacks_done();
+        outcome
     }
 
     /// Aborts the transaction: records not sent yet fail with [`Error::Aborted`], batches in
@@ -260,17 +265,24 @@ impl Producer {
     pub async fn abort_transaction(&self) -> Result<()> {
         let txn = self.txn()?;
         let start = {
-            let mut st = txn.state.lock().unwrap();
-            let now = Instant::now();
-            st.mgr.abort(now)?;
-            let mut core = self.shared.core.lock().unwrap();
-            if core.abort_unsent(&Error::Aborted) {
-                // A dropped batch had been sent before: the broker may hold its sequence.
-                st.mgr.abortable_error(now, Error::Aborted, true);
-            }
-            // Flushed once the batches in flight are answered.
-            st.flush_mark = Some(core.last_batch_id());
-            st.seq
+            // The callbacks of the dropped records run after the state is unlocked (a callback
+            // may ask the producer about its transaction); lock order: callbacks, state, core.
+            let _callbacks = self.shared.callbacks.lock().unwrap();
+            let (start, dropped) = {
+                let mut st = txn.state.lock().unwrap();
+                let now = Instant::now();
+                st.mgr.abort(now)?;
+                let mut core = self.shared.core.lock().unwrap();
+                if core.abort_unsent(&Error::Aborted) {
+                    // A dropped batch had been sent before: the broker may hold its sequence.
+                    st.mgr.abortable_error(now, Error::Aborted, true);
+                }
+                // Flushed once the batches in flight are answered.
+                st.flush_mark = Some(core.last_batch_id());
+                (st.seq, core.take_completed())
+            };
+            super::run_callbacks(dropped);
+            start
         };
         self.shared.progress.notify_waiters();
         txn.wake.notify_one();

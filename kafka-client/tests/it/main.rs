@@ -2,6 +2,7 @@
 
 mod admin;
 mod balancer_java;
+mod callbacks;
 mod client;
 mod consumer;
 mod group;

@@ -119,7 +119,7 @@ async fn produce_all(bootstrap: &str, topic: &str, codec: Codec, base_ts: i64) -
                 Ok(m) => m,
                 Err(e) => panic!("record {i} failed: {e}"),
             };
-            assert_eq!(meta.topic, topic_owned);
+            assert_eq!(&*meta.topic, topic_owned.as_str());
             assert_eq!(meta.timestamp, timestamp(base_ts, i), "record {i}");
             assert!(
                 meta.offset >= 0,

@@ -114,7 +114,21 @@ fn put_bytes_field(buf: &mut BytesMut, b: Option<&[u8]>) {
 impl BatchBuilder {
     /// Starts a batch.
     pub fn new(options: BatchOptions) -> Self {
-        let mut buf = BytesMut::with_capacity(HEADER_LEN + 256);
+        Self::with_capacity(options, HEADER_LEN + 256)
+    }
+
+    /// Starts a batch whose buffer holds `capacity` bytes (header included) before it grows: a
+    /// producer that knows how large its batches get avoids growing (and copying) the buffer
+    /// while records are appended.
+    pub fn with_capacity(options: BatchOptions, capacity: usize) -> Self {
+        Self::with_buffer(options, BytesMut::with_capacity(capacity.max(HEADER_LEN)))
+    }
+
+    /// Starts a batch in `buf` (cleared first), e.g. the buffer of a batch that was sent and
+    /// acknowledged: a producer that recycles its buffers allocates (and the kernel zeroes)
+    /// no new memory per batch.
+    pub fn with_buffer(options: BatchOptions, mut buf: BytesMut) -> Self {
+        buf.clear();
         buf.put_bytes(0, HEADER_LEN);
         BatchBuilder {
             options,

@@ -87,6 +87,7 @@ fn confirm(c: &mut Core, p: i32) {
     c.partitions
         .entry(TopicPartition::new("t", p))
         .or_insert_with(|| PartitionState {
+            topic: Arc::from("t"),
             last_acked_offset: -1,
             ..Default::default()
         })
@@ -902,4 +903,125 @@ fn abort_drops_unsent_batches_and_failed_batches_are_reported() {
     assert_eq!(failures.len(), 1);
     assert!(failures[0].1, "it had a sequence");
     assert!(c.flushed(c.last_batch_id()));
+}
+
+/// Appends `r` with a callback that pushes its outcome to `out`.
+fn append_cb(
+    c: &mut Core,
+    now: Instant,
+    r: ProducerRecord,
+    out: &Arc<std::sync::Mutex<Vec<Result<RecordMetadata>>>>,
+) {
+    let out = out.clone();
+    let cb: DeliveryCallback = Box::new(move |res| out.lock().unwrap().push(res));
+    let mut reply = Some(Reply::Callback(cb));
+    match c.append_with(now, 1_000, 4, r, &mut reply) {
+        Ok(()) => assert!(reply.is_none(), "an appended record's reply is taken"),
+        Err(AppendError::Full(_)) => panic!("buffer full"),
+        Err(AppendError::Failed(e)) => panic!("append failed: {e}"),
+    }
+}
+
+#[test]
+fn callbacks_are_handed_out_to_run_after_the_core_is_released() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = core_with(cfg());
+    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for _ in 0..3 {
+        append_cb(&mut c, t0, rec(2, 10), &out);
+    }
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    assert_eq!(tx.len(), 1);
+    c.handle_response(t0, tx[0].req, Ok(resp(2, ErrorCode::NONE, 40, 0)));
+    // Nothing is called inside the core: the callbacks wait in the completed list.
+    assert!(out.lock().unwrap().is_empty());
+    let mut done = Vec::new();
+    c.swap_completed(&mut done);
+    assert_eq!(done.len(), 3);
+    for (cb, res) in done.drain(..) {
+        cb(res);
+    }
+    let got = std::mem::take(&mut *out.lock().unwrap());
+    let offsets: Vec<(String, i32, i64)> = got
+        .into_iter()
+        .map(|r| {
+            let md = r.unwrap();
+            (md.topic.to_string(), md.partition, md.offset)
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![
+            ("t".into(), 2, 40),
+            ("t".into(), 2, 41),
+            ("t".into(), 2, 42)
+        ]
+    );
+    // The traded list is empty and nothing more is pending.
+    assert!(c.take_completed().is_empty());
+}
+
+#[test]
+fn failed_records_report_through_their_callbacks() {
+    let t0 = Instant::now();
+    let mut c = core_with(cfg());
+    let out = Arc::new(std::sync::Mutex::new(Vec::new()));
+    append_cb(&mut c, t0, rec(0, 10), &out);
+    let mut rx = append(&mut c, t0, rec(1, 10));
+    c.fail_all(&Error::Closed);
+    // The future's record is answered at once; the callback's waits to be called.
+    assert!(matches!(got(&mut rx), Some(Err(Error::Closed))));
+    let done = c.take_completed();
+    assert_eq!(done.len(), 1);
+    for (cb, res) in done {
+        cb(res);
+    }
+    let got = out.lock().unwrap();
+    assert!(matches!(got.as_slice(), [Err(Error::Closed)]));
+}
+
+#[test]
+fn a_full_buffer_hands_the_record_back_with_its_topic_and_keeps_the_reply() {
+    let t0 = Instant::now();
+    let mut small = cfg();
+    small.buffer_memory = 4096;
+    let mut c = core_with(small);
+    append(&mut c, t0, rec(0, 2000));
+    let (tx, _rx) = oneshot::channel();
+    let mut reply = Some(Reply::Future(tx));
+    match c.append_with(t0, 1_000, 4, rec(0, 3000), &mut reply) {
+        Err(AppendError::Full(r)) => {
+            assert_eq!(r.topic, "t");
+            assert_eq!(r.value.as_ref().map(|v| v.len()), Some(3000));
+        }
+        Ok(()) => panic!("appended past buffer.memory"),
+        Err(AppendError::Failed(e)) => panic!("append failed: {e}"),
+    }
+    assert!(
+        reply.is_some(),
+        "the reply stays with the caller for the retry"
+    );
+}
+
+#[test]
+fn acknowledged_batch_buffers_are_reused() {
+    let t0 = Instant::now();
+    let m = meta(&[1, 1, 1, 1]);
+    let mut c = core_with(cfg());
+    let _rx = append(&mut c, t0, rec(0, 100));
+    let tx = c.poll_transmit(t0 + Duration::from_millis(5), &m);
+    assert_eq!(tx.len(), 1);
+    // The transmit's copy of the batch is gone (written), as after a real send.
+    let req = tx[0].req;
+    drop(tx);
+    c.handle_response(t0, req, Ok(resp(0, ErrorCode::NONE, 0, 0)));
+    assert_eq!(c.spare.len(), 1, "the acknowledged batch's buffer is kept");
+    let _rx2 = append(&mut c, t0, rec(1, 100));
+    assert!(c.spare.is_empty(), "the new batch took the kept buffer");
+    // The new batch is whole and correct in the reused buffer.
+    let tx = c.poll_transmit(t0 + Duration::from_millis(10), &m);
+    let b = RecordBatch::new(tx[0].batches[0].records.clone()).unwrap();
+    b.verify_crc().unwrap();
+    assert_eq!(b.records_count(), 1);
 }
