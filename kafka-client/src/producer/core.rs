@@ -308,6 +308,8 @@ pub struct Core {
     /// by [`MAX_SPARE_BUFFERS`] and by a quarter of `buffer.memory` in total.
     spare: Vec<BytesMut>,
     spare_bytes: usize,
+    /// See [`Core::take_progress`].
+    progressed: bool,
 }
 
 /// At most this many batch buffers are kept for reuse.
@@ -336,6 +338,7 @@ impl Core {
             completed: Vec::new(),
             spare: Vec::new(),
             spare_bytes: 0,
+            progressed: false,
         }
     }
 
@@ -525,6 +528,7 @@ impl Core {
         }
         self.requests.clear();
         self.buffer_used = 0;
+        self.progressed = true;
     }
 
     /// Appends a record to its partition's open batch (or a new one). `num_partitions` is the
@@ -538,7 +542,7 @@ impl Core {
     ) -> std::result::Result<oneshot::Receiver<Result<RecordMetadata>>, AppendError> {
         let (tx, rx) = oneshot::channel();
         self.append_with(
-            now,
+            || now,
             now_ms,
             num_partitions,
             record,
@@ -548,10 +552,11 @@ impl Core {
     }
 
     /// [`Core::append`] with the delivery going to `reply`, which is taken only when the record
-    /// was appended (after [`AppendError::Full`] the caller retries with the same one).
+    /// was appended (after [`AppendError::Full`] the caller retries with the same one). `now`
+    /// is read only when the record opens a batch (a clock read per record is not free).
     pub fn append_with(
         &mut self,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
         now_ms: i64,
         num_partitions: i32,
         mut record: ProducerRecord,
@@ -679,7 +684,7 @@ impl Core {
                 builder: Some(BatchBuilder::with_buffer(options, buf)),
                 bytes: None,
                 records: Vec::with_capacity(part.last_batch_records),
-                created: now,
+                created: now(),
                 reserved: HEADER_LEN,
                 seq: None,
                 state: BatchState::Queued,
@@ -941,6 +946,15 @@ impl Core {
 
     fn release(&mut self, reserved: usize) {
         self.buffer_used = self.buffer_used.saturating_sub(reserved);
+        self.progressed = true;
+    }
+
+    /// Whether a batch finished (acknowledged, failed or dropped: buffer space freed, a flush
+    /// may be complete, a failure may be waiting) since the last call. Waking the senders and
+    /// flushers only then keeps a sender that waits for space from being woken, finding the
+    /// buffer still full and waking the driver again, round after round.
+    pub fn take_progress(&mut self) -> bool {
+        std::mem::take(&mut self.progressed)
     }
 
     fn remove_batch(&mut self, tp: &TopicPartition, id: u64) -> Option<Batch> {

@@ -362,7 +362,8 @@ impl Producer {
         if sh.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        let deadline = Instant::now() + sh.max_block;
+        // Read once needed: most records never wait.
+        let mut deadline = None;
         // Known topic: go on with its partition count. Partitions without a leader (an
         // election under way) hold their batches in the accumulator; they do not stall the
         // other partitions' sends.
@@ -404,7 +405,7 @@ impl Producer {
             let (res, wake) = match &sh.txn {
                 None => {
                     let mut core = sh.core.lock().unwrap();
-                    let res = core.append_with(Instant::now(), now_ms(), n, record, &mut reply);
+                    let res = core.append_with(Instant::now, now_ms(), n, record, &mut reply);
                     (res, core.take_wake())
                 }
                 Some(txn) => {
@@ -414,7 +415,7 @@ impl Producer {
                     st.mgr.check_send()?;
                     let topic = record.topic.clone();
                     let mut core = sh.core.lock().unwrap();
-                    let res = core.append_with(Instant::now(), now_ms(), n, record, &mut reply);
+                    let res = core.append_with(Instant::now, now_ms(), n, record, &mut reply);
                     if res.is_ok() {
                         let tp = crate::types::TopicPartition::new(topic, core.last_partition());
                         st.mgr.add_partition(&tp)?;
@@ -443,6 +444,8 @@ impl Producer {
                             waiter = Some(notified);
                         }
                         Some(notified) => {
+                            let deadline =
+                                *deadline.get_or_insert_with(|| Instant::now() + sh.max_block);
                             if tokio::time::timeout_at(deadline.into(), notified)
                                 .await
                                 .is_err()
@@ -523,14 +526,21 @@ async fn drive(sh: Arc<Shared>) {
     let mut pid_backoff = Duration::from_millis(100);
     loop {
         let now = Instant::now();
-        let (need_pid, done, timeout) = sh.with_core(|core| {
+        let (need_pid, done, timeout, progressed) = sh.with_core(|core| {
             core.handle_timeout(now);
             let done = sh.closed.load(Ordering::SeqCst)
                 && core.pending_records() == 0
                 && core.in_flight_requests() == 0;
-            (core.needs_producer_id(), done, core.poll_timeout())
+            (
+                core.needs_producer_id(),
+                done,
+                core.poll_timeout(),
+                core.take_progress(),
+            )
         });
-        sh.progress.notify_waiters();
+        if progressed || sh.closed.load(Ordering::SeqCst) {
+            sh.progress.notify_waiters();
+        }
         if done || (sh.client.is_closed() && !sh.owns_client) {
             break;
         }

@@ -915,7 +915,7 @@ fn append_cb(
     let out = out.clone();
     let cb: DeliveryCallback = Box::new(move |res| out.lock().unwrap().push(res));
     let mut reply = Some(Reply::Callback(cb));
-    match c.append_with(now, 1_000, 4, r, &mut reply) {
+    match c.append_with(|| now, 1_000, 4, r, &mut reply) {
         Ok(()) => assert!(reply.is_none(), "an appended record's reply is taken"),
         Err(AppendError::Full(_)) => panic!("buffer full"),
         Err(AppendError::Failed(e)) => panic!("append failed: {e}"),
@@ -990,7 +990,7 @@ fn a_full_buffer_hands_the_record_back_with_its_topic_and_keeps_the_reply() {
     append(&mut c, t0, rec(0, 2000));
     let (tx, _rx) = oneshot::channel();
     let mut reply = Some(Reply::Future(tx));
-    match c.append_with(t0, 1_000, 4, rec(0, 3000), &mut reply) {
+    match c.append_with(|| t0, 1_000, 4, rec(0, 3000), &mut reply) {
         Err(AppendError::Full(r)) => {
             assert_eq!(r.topic, "t");
             assert_eq!(r.value.as_ref().map(|v| v.len()), Some(3000));
