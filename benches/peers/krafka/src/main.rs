@@ -167,6 +167,31 @@ async fn new_consumer(a: &Args, kafka: &Kafka) -> Res<Consumer> {
     Ok(c)
 }
 
+/// A consumer in a fresh group (no committed offsets), not yet subscribed.
+async fn new_group_consumer(
+    kafka: &Kafka,
+    settings: &mut BTreeMap<String, String>,
+) -> Res<Consumer> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let group = format!("kbench-krafka-{}-{nanos}", std::process::id());
+    for (k, v) in [
+        ("auto_offset_reset", "earliest"),
+        ("enable_auto_commit", "false"),
+        ("group_protocol", "classic"),
+    ] {
+        settings.insert(k.into(), v.into());
+    }
+    kafka
+        .consumer(group)
+        .auto_offset_reset(AutoOffsetReset::Earliest)
+        .enable_auto_commit(false)
+        .build()
+        .await
+        .map_err(|e| format!("consumer: {e}"))
+}
+
 async fn send_all(
     a: &Args,
     producer: &Producer,
@@ -269,8 +294,20 @@ async fn run() -> Res<String> {
             (records, records * size, elapsed, percentiles(lat))
         }
         "consume" => {
-            let c = new_consumer(&a, &kafka).await?;
+            let group = a.flag("group")?;
+            let c = if group {
+                new_group_consumer(&kafka, &mut settings).await?
+            } else {
+                new_consumer(&a, &kafka).await?
+            };
+            settings.insert("group".into(), group.to_string());
+            // With a group the clock starts before the subscribe: the join is measured.
             let start = Instant::now();
+            if group {
+                c.subscribe([a.get("topic")?])
+                    .await
+                    .map_err(|e| format!("subscribe: {e}"))?;
+            }
             let (mut n, mut bytes) = (0u64, 0u64);
             let mut bar = Progress(Instant::now());
             while n < records {
@@ -287,7 +324,12 @@ async fn run() -> Res<String> {
                 }
                 bar.tick(n);
             }
-            (n, bytes, start.elapsed(), "null".to_string())
+            let elapsed = start.elapsed();
+            if group {
+                // Leave the group (outside the measured time).
+                let _ = c.close().await;
+            }
+            (n, bytes, elapsed, "null".to_string())
         }
         "e2e" => {
             let c = new_consumer(&a, &kafka).await?;

@@ -156,6 +156,27 @@ fn consumer(a: &Args, topic: &str, partitions: i32) -> Res<BaseConsumer> {
     Ok(c)
 }
 
+/// A consumer in a fresh group (no committed offsets), not yet subscribed.
+fn group_consumer(a: &Args, settings: &mut BTreeMap<String, String>) -> Res<BaseConsumer> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let group = format!("kbench-rdkafka-{}-{nanos}", std::process::id());
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", a.get("bootstrap")?)
+        .set("client.id", "kbench-rdkafka")
+        .set("group.id", &group);
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("auto.offset.reset", "earliest"),
+        ("group.protocol", "classic"),
+    ] {
+        c.set(k, v);
+        settings.insert(k.into(), v.into());
+    }
+    c.create().map_err(|e| e.to_string())
+}
+
 fn send_all(
     a: &Args,
     producer: &ThreadedProducer<Ctx>,
@@ -267,8 +288,19 @@ fn run() -> Res<String> {
             (records, records * size, elapsed, percentiles(lat))
         }
         "consume" => {
-            let c = consumer(&a, &topic, partitions)?;
+            let group = a.flag("group")?;
+            let c = if group {
+                group_consumer(&a, &mut settings)?
+            } else {
+                consumer(&a, &topic, partitions)?
+            };
+            settings.insert("group".into(), group.to_string());
+            // With a group the clock starts before the subscribe: the join is measured.
             let start = Instant::now();
+            if group {
+                c.subscribe(&[topic.as_str()])
+                    .map_err(|e| format!("subscribe: {e}"))?;
+            }
             let (mut n, mut bytes) = (0u64, 0u64);
             let mut bar = Progress(Instant::now());
             while n < records {

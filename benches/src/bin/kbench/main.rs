@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! kbench produce|consume|e2e [--client ours] [--records N --size S --partitions P ...]
-//! kbench compare --workload produce-1k|produce-100b|consume|e2e [--runs N] [--clients a,b]
+//! kbench compare --workload produce-1k|produce-100b|consume|consume-group|e2e [--runs N] ...
 //! kbench peers                      build every peer and say which are available
 //! ```
 //! Without `--bootstrap HOST:PORT` a one-broker Apache Kafka is started on loopback (testkit,
@@ -57,7 +57,8 @@ struct Common {
 enum Cmd {
     /// Produce N records (one client).
     Produce(Single),
-    /// Read a prepared backlog from the start, direct assignment (one client).
+    /// Read a prepared backlog from the start: direct assignment, or with `--group` in a fresh
+    /// consumer group (one client).
     Consume(Single),
     /// Produce at a fixed rate and consume; end-to-end latency (one client).
     E2e(Single),
@@ -99,8 +100,12 @@ enum Preset {
     /// 100 byte records, unlimited rate.
     #[value(name = "produce-100b")]
     Produce100b,
-    /// Read a 1 KiB-record backlog.
+    /// Read a 1 KiB-record backlog (direct assignment).
     Consume,
+    /// Read the same backlog through a fresh consumer group (subscribe, earliest, no
+    /// commits); the join is inside the measured time.
+    #[value(name = "consume-group")]
+    ConsumeGroup,
     /// 1 KiB records at a fixed rate, produce and consume in one process.
     E2e,
 }
@@ -111,6 +116,7 @@ impl Preset {
             Preset::Produce1k => "produce-1k",
             Preset::Produce100b => "produce-100b",
             Preset::Consume => "consume",
+            Preset::ConsumeGroup => "consume-group",
             Preset::E2e => "e2e",
         }
     }
@@ -118,7 +124,7 @@ impl Preset {
     fn mode(self) -> Mode {
         match self {
             Preset::Produce1k | Preset::Produce100b => Mode::Produce,
-            Preset::Consume => Mode::Consume,
+            Preset::Consume | Preset::ConsumeGroup => Mode::Consume,
             Preset::E2e => Mode::E2e,
         }
     }
@@ -137,6 +143,11 @@ impl Preset {
             },
             Preset::Consume => Workload {
                 records: 300_000,
+                ..base
+            },
+            Preset::ConsumeGroup => Workload {
+                records: 300_000,
+                group: true,
                 ..base
             },
             Preset::E2e => Workload {
@@ -168,6 +179,9 @@ struct TxnArgs {
     /// Rounds; each runs every interval, exactly once then at least once.
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// Copier clients (comma-separated), alternating within each interval and mode.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![ClientKind::Ours])]
+    clients: Vec<ClientKind>,
     #[command(flatten)]
     common: Common,
 }
@@ -189,32 +203,49 @@ async fn txn_bench(a: TxnArgs) -> Result<()> {
         size: a.size.max(16),
         partitions: a.partitions,
     };
+    let paths = Paths::detect();
+    let mut launchers = Vec::new();
+    for kind in &a.clients {
+        if launchers.iter().any(|l: &Launcher| l.kind == *kind) {
+            continue;
+        }
+        launchers.push(
+            runner::prepare(*kind, &paths, a.common.quiet)
+                .await
+                .with_context(|| format!("{} is unavailable", kind.name()))?,
+        );
+    }
     let target = connect(&a.common, a.common.quiet).await?;
     let mut runs = Vec::new();
     for round in 0..a.runs.max(1) {
         for &ms in &a.intervals {
             for exactly_once in [true, false] {
-                let tag = unique(&format!("txn-{round}-{ms}-{}", u8::from(exactly_once)));
-                if !a.common.quiet {
-                    eprintln!(
-                        "kbench: txn {} at {ms} ms...",
-                        if exactly_once {
-                            "exactly-once"
-                        } else {
-                            "at-least-once"
-                        }
-                    );
+                for launcher in &launchers {
+                    let name = launcher.kind.name();
+                    let tag = unique(&format!(
+                        "txn-{name}-{round}-{ms}-{}",
+                        u8::from(exactly_once)
+                    ));
+                    let mode = if exactly_once {
+                        "exactly-once"
+                    } else {
+                        "at-least-once"
+                    };
+                    if !a.common.quiet {
+                        eprintln!("kbench: txn {name} {mode} at {ms} ms...");
+                    }
+                    let r = txn::run(
+                        launcher,
+                        &target.bootstrap,
+                        &w,
+                        exactly_once,
+                        std::time::Duration::from_millis(ms),
+                        &tag,
+                    )
+                    .await
+                    .with_context(|| format!("txn run of {name} {mode} at {ms} ms"))?;
+                    runs.push(r);
                 }
-                let r = txn::run(
-                    &target.bootstrap,
-                    &w,
-                    exactly_once,
-                    std::time::Duration::from_millis(ms),
-                    &tag,
-                )
-                .await
-                .with_context(|| format!("txn run at {ms} ms"))?;
-                runs.push(r);
             }
         }
     }
@@ -314,6 +345,9 @@ fn main() -> ExitCode {
 }
 
 async fn worker_main(args: Vec<String>) -> Result<()> {
+    if txn::TxnWorkerArgs::is_txn(&args) {
+        return txn::worker_main(&args).await;
+    }
     let spec = WorkerSpec::parse(&args).map_err(anyhow::Error::msg)?;
     let result = ours::run(spec).await?;
     println!("{}", serde_json::to_string(&result)?);
@@ -346,6 +380,29 @@ fn write_json<T: Serialize>(path: &PathBuf, value: &T) -> Result<()> {
     }
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// One unmeasured group read of a single record, so that the broker creates
+/// `__consumer_offsets` (the first group on a fresh broker waits for it) before any measured
+/// run: otherwise the first client of a group workload would pay for it alone.
+async fn warm_up_groups(
+    launcher: &Launcher,
+    workload: &Workload,
+    bootstrap: &str,
+    topic: &str,
+    quiet: bool,
+) -> Result<()> {
+    let probe = Workload {
+        records: 1,
+        ..workload.clone()
+    };
+    runner::run_worker(launcher, &probe, Mode::Consume, bootstrap, topic, 0, quiet)
+        .await
+        .with_context(|| format!("group warm-up with {}", launcher.kind.name()))?;
+    if !quiet {
+        eprintln!("kbench: group coordinator ready");
+    }
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -396,6 +453,7 @@ async fn single(mode: Mode, s: Single) -> Result<()> {
     if mode == Mode::Consume {
         let prep = Workload {
             rate: 0,
+            group: false,
             ..workload.clone()
         };
         let r = runner::run_worker(
@@ -411,6 +469,9 @@ async fn single(mode: Mode, s: Single) -> Result<()> {
         .context("preparing the backlog")?;
         if !quiet {
             eprintln!("kbench: backlog of {} records ready", r.records);
+        }
+        if workload.group {
+            warm_up_groups(&launcher, &workload, &target.bootstrap, &topic, quiet).await?;
         }
     }
     let r = runner::run_worker(
@@ -537,12 +598,14 @@ async fn compare(c: Compare) -> Result<()> {
     }
     let target = connect(&c.common, quiet).await?;
 
-    // consume: one shared backlog, written once by the first available client (ours first).
+    // consume (direct or group): one shared backlog, written once by the first available
+    // client (ours first); every group run reads it in a fresh group, so from offset 0.
     let backlog = if mode == Mode::Consume {
         let topic = unique("backlog");
         target::create_topic(&target.bootstrap, &topic, workload.partitions).await?;
         let prep = Workload {
             rate: 0,
+            group: false,
             ..workload.clone()
         };
         let r = runner::run_worker(
@@ -562,6 +625,9 @@ async fn compare(c: Compare) -> Result<()> {
                 r.records,
                 launchers[0].kind.name()
             );
+        }
+        if workload.group {
+            warm_up_groups(&launchers[0], &workload, &target.bootstrap, &topic, quiet).await?;
         }
         Some(topic)
     } else {
@@ -621,6 +687,12 @@ async fn compare(c: Compare) -> Result<()> {
         workload.idempotence,
         if workload.rate == 0 { "unlimited".to_string() } else { format!("{}/s", workload.rate) }
     );
+    if workload.group {
+        println!(
+            "consumer group: a fresh group.id per run, auto.offset.reset earliest, no commits; \
+             the time includes the group join"
+        );
+    }
     println!("median (min-max) over {} rounds:", c.runs);
     print!("{}", report::table(&summaries));
     for s in &summaries {
@@ -645,7 +717,15 @@ async fn compare(c: Compare) -> Result<()> {
         );
     }
     for f in &failures {
-        println!("  failed: {}", f.lines().next().unwrap_or(""));
+        // The first line says who failed; the worker's own reason is its last stderr line
+        // (skipping the frames of a Java stack trace).
+        let mut lines = f.lines().map(str::trim).filter(|l| !l.is_empty());
+        let first = lines.next().unwrap_or("");
+        let reason = lines.rfind(|l| !l.starts_with("at ") && !l.starts_with("..."));
+        match reason {
+            Some(reason) => println!("  failed: {first} {reason}"),
+            None => println!("  failed: {first}"),
+        }
     }
 
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;

@@ -4,10 +4,10 @@
 //! settings spelled the same way.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use kafka_client::config::{ConsumerConfig, ProducerConfig};
 use kafka_client::consumer::Consumer;
 use kafka_client::producer::{Producer, ProducerRecord};
@@ -29,12 +29,26 @@ fn producer_props(spec: &WorkerSpec) -> Vec<(String, String)> {
     ]
 }
 
+/// The consumer's properties, without `group.id` (a fresh one per run, see [`new_consumer`]).
 fn consumer_props(spec: &WorkerSpec) -> Vec<(String, String)> {
-    vec![
+    let mut props = vec![
         ("bootstrap.servers".into(), spec.bootstrap.clone()),
         ("client.id".into(), "kbench-ours".into()),
         ("enable.auto.commit".into(), "false".into()),
-    ]
+    ];
+    if spec.workload.group {
+        props.push(("auto.offset.reset".into(), "earliest".into()));
+        props.push(("group.protocol".into(), "classic".into()));
+    }
+    props
+}
+
+/// A group id no earlier run used, so a group run always starts without committed offsets.
+fn fresh_group_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("kbench-ours-{}-{nanos}", std::process::id())
 }
 
 fn settings(props: &[(String, String)]) -> BTreeMap<String, String> {
@@ -60,10 +74,18 @@ async fn new_producer(spec: &WorkerSpec) -> Result<Producer> {
     Producer::new(cfg).await.context("creating the producer")
 }
 
+/// Direct assignment: every partition assigned and sought to the start. With `group` the
+/// consumer is in a fresh group and not yet subscribed: [`consume`] subscribes on its clock.
 async fn new_consumer(spec: &WorkerSpec) -> Result<Consumer> {
-    let cfg =
-        ConsumerConfig::from_properties(consumer_props(spec)).context("consumer configuration")?;
+    let mut props = consumer_props(spec);
+    if spec.workload.group {
+        props.push(("group.id".into(), fresh_group_id()));
+    }
+    let cfg = ConsumerConfig::from_properties(props).context("consumer configuration")?;
     let consumer = Consumer::new(cfg).await.context("creating the consumer")?;
+    if spec.workload.group {
+        return Ok(consumer);
+    }
     let tps: Vec<TopicPartition> = (0..spec.workload.partitions)
         .map(|p| TopicPartition::new(spec.topic.clone(), p))
         .collect();
@@ -74,7 +96,16 @@ async fn new_consumer(spec: &WorkerSpec) -> Result<Consumer> {
     Ok(consumer)
 }
 
-/// Sends `records` records following the schedule; returns (acknowledged, latency, end time).
+/// Acknowledgements as the delivery callbacks report them.
+struct Acks {
+    acked: u64,
+    latency: Latency,
+    error: Option<String>,
+}
+
+/// Sends `records` records following the schedule; returns (acknowledged, latency). Deliveries
+/// are reported by callbacks ([`Producer::send_with`]), as every peer's are (Java's callback,
+/// franz-go's promise, librdkafka's delivery report).
 async fn send_all(
     spec: &WorkerSpec,
     producer: &Producer,
@@ -85,28 +116,17 @@ async fn send_all(
     let pool = PayloadPool::new(w.size, 0x6b62_656e_6368);
     let start = Instant::now();
     let schedule = Schedule::new(start, w.rate);
-    let mut pending = FuturesUnordered::new();
-    let mut lat = Latency::new();
-    let mut acked = 0u64;
+    let acks = Arc::new(Mutex::new(Acks {
+        acked: 0,
+        latency: Latency::new(),
+        error: None,
+    }));
+    let failed = |acks: &Mutex<Acks>| acks.lock().unwrap().error.clone();
     let mut bar = Progress::new();
     for i in 0..w.records {
         let intended = match schedule.due(i) {
             Some(due) => {
-                // Drive acknowledgements while waiting for the next slot.
-                loop {
-                    if Instant::now() >= due {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(due.into()) => break,
-                        Some((t, r)) = pending.next(), if !pending.is_empty() => {
-                            let r: kafka_client::Result<_> = r;
-                            r.context("delivery failed")?;
-                            lat.record(Instant::now().saturating_duration_since(t));
-                            acked += 1;
-                        }
-                    }
-                }
+                tokio::time::sleep_until(due.into()).await;
                 due
             }
             None => Instant::now(),
@@ -119,27 +139,39 @@ async fn send_all(
         if w.keys {
             rec = rec.key(key_for(i));
         }
-        let delivery = producer.send(rec).await.context("send")?;
-        pending.push(async move { (intended, delivery.await) });
-        // Reap whatever is already acknowledged without waiting.
-        while let Some(Some((t, r))) = futures_util::FutureExt::now_or_never(pending.next()) {
-            let r: kafka_client::Result<_> = r;
-            r.context("delivery failed")?;
-            lat.record(Instant::now().saturating_duration_since(t));
-            acked += 1;
+        let sink = acks.clone();
+        producer
+            .send_with(rec, move |r| {
+                let mut a = sink.lock().unwrap();
+                match r {
+                    Ok(_) => {
+                        a.latency
+                            .record(Instant::now().saturating_duration_since(intended));
+                        a.acked += 1;
+                    }
+                    Err(e) => {
+                        a.error.get_or_insert_with(|| e.to_string());
+                    }
+                }
+            })
+            .await
+            .context("send")?;
+        if i % 4096 == 0 {
+            if let Some(e) = failed(&acks) {
+                bail!("delivery failed: {e}");
+            }
         }
         if progress {
             bar.tick(i + 1);
         }
     }
     producer.flush().await.context("flush")?;
-    while let Some((t, r)) = pending.next().await {
-        let r: kafka_client::Result<_> = r;
-        r.context("delivery failed")?;
-        lat.record(Instant::now().saturating_duration_since(t));
-        acked += 1;
+    // Every record is acknowledged or failed once flush returns; its callback has run.
+    let mut a = acks.lock().unwrap();
+    if let Some(e) = a.error.take() {
+        bail!("delivery failed: {e}");
     }
-    Ok((acked, lat))
+    Ok((a.acked, std::mem::replace(&mut a.latency, Latency::new())))
 }
 
 async fn produce(spec: &WorkerSpec) -> Result<WorkerResult> {
@@ -165,7 +197,15 @@ async fn consume(spec: &WorkerSpec) -> Result<WorkerResult> {
     let consumer = new_consumer(spec).await?;
     let want = spec.workload.records;
     let deadline = Duration::from_secs(spec.workload.timeout_s);
+    // With a group the clock starts before the subscribe, as for every peer: the join (and the
+    // offset reset to earliest) is part of the measured time.
     let start = Instant::now();
+    if spec.workload.group {
+        consumer
+            .subscribe([spec.topic.clone()])
+            .await
+            .context("subscribe")?;
+    }
     let (mut records, mut bytes) = (0u64, 0u64);
     let mut bar = Progress::new();
     while records < want {
@@ -183,6 +223,12 @@ async fn consume(spec: &WorkerSpec) -> Result<WorkerResult> {
         bar.tick(records);
     }
     let elapsed = start.elapsed();
+    if spec.workload.group {
+        // Leave the group (outside the measured time).
+        consumer.close().await;
+    }
+    let mut settings = settings(&consumer_props(spec));
+    settings.insert("group".into(), spec.workload.group.to_string());
     Ok(WorkerResult {
         client: format!("ours {}", env!("CARGO_PKG_VERSION")),
         mode: Mode::Consume,
@@ -190,7 +236,7 @@ async fn consume(spec: &WorkerSpec) -> Result<WorkerResult> {
         bytes,
         elapsed_s: elapsed.as_secs_f64(),
         latency_ms: None,
-        settings: settings(&consumer_props(spec)),
+        settings,
     })
 }
 

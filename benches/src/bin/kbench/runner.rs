@@ -232,7 +232,7 @@ pub struct RunRecord {
     pub settings: std::collections::BTreeMap<String, String>,
 }
 
-fn children_cpu() -> Result<f64> {
+pub(crate) fn children_cpu() -> Result<f64> {
     let u = getrusage(UsageWho::RUSAGE_CHILDREN).context("getrusage")?;
     let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
     Ok(secs(u.user_time()) + secs(u.system_time()))

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 pub enum Mode {
     /// Produce `records` records as fast as allowed (or at `rate`), then flush.
     Produce,
-    /// Read `records` records from the start of every partition (direct assignment).
+    /// Read `records` records from the start of every partition: direct assignment, or with
+    /// `group` a subscription in a fresh consumer group (earliest, no commits).
     Consume,
     /// Produce at a fixed `rate` and consume in the same process; latency from the intended send
     /// time stamped in each record's value.
@@ -93,6 +94,12 @@ pub struct Workload {
     /// A worker that has not finished after this many seconds is killed and the run fails.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
+    /// consume only: subscribe in a fresh consumer group (`auto.offset.reset=earliest`, no
+    /// commits) instead of assigning every partition; the clock starts before the subscribe,
+    /// so the group join is part of the measured time for every client.
+    #[arg(long)]
+    #[serde(default)]
+    pub group: bool,
 }
 
 impl Default for Workload {
@@ -109,6 +116,7 @@ impl Default for Workload {
             idempotence: true,
             rate: 0,
             timeout_s: 300,
+            group: false,
         }
     }
 }
@@ -143,12 +151,17 @@ impl Workload {
         if mode == Mode::E2e && self.rate == 0 {
             return Err("e2e needs --rate (records/s)".into());
         }
+        if self.group && mode != Mode::Consume {
+            return Err(format!(
+                "--group applies to consume only, not to {mode} (a {mode} worker joins no group)"
+            ));
+        }
         Ok(())
     }
 
     /// The worker command line for this workload (after the program and its own prefix).
     pub fn worker_args(&self, mode: Mode, bootstrap: &str, topic: &str) -> Vec<String> {
-        let pairs: [(&str, String); 14] = [
+        let pairs: [(&str, String); 15] = [
             ("mode", mode.as_str().to_string()),
             ("bootstrap", bootstrap.to_string()),
             ("topic", topic.to_string()),
@@ -163,6 +176,7 @@ impl Workload {
             ("idempotence", self.idempotence.to_string()),
             ("rate", self.rate.to_string()),
             ("timeout-s", self.timeout_s.to_string()),
+            ("group", self.group.to_string()),
         ];
         pairs
             .into_iter()
@@ -222,6 +236,7 @@ impl WorkerSpec {
             idempotence: flag("idempotence", take("idempotence")?)?,
             rate: num("rate", take("rate")?)?,
             timeout_s: num("timeout-s", take("timeout-s")?)?,
+            group: flag("group", take("group")?)?,
         };
         if let Some(k) = map.keys().next() {
             return Err(format!("unknown worker argument --{k}"));
@@ -309,6 +324,53 @@ mod tests {
             ..Workload::default()
         };
         assert!(small.validate(Mode::Produce).is_err());
+    }
+
+    #[test]
+    fn group_flag_round_trips_and_is_consume_only() {
+        let w = Workload {
+            group: true,
+            ..Workload::default()
+        };
+        let args = w.worker_args(Mode::Consume, "b:1", "t");
+        let at = args.iter().position(|a| a == "--group").unwrap();
+        assert_eq!(args[at + 1], "true");
+        let spec = WorkerSpec::parse(&args).unwrap();
+        assert_eq!(spec.mode, Mode::Consume);
+        assert!(spec.workload.group);
+        assert_eq!(spec.workload, w);
+        // Off by default, and spelled out for the peers.
+        let args = Workload::default().worker_args(Mode::Consume, "b:1", "t");
+        let at = args.iter().position(|a| a == "--group").unwrap();
+        assert_eq!(args[at + 1], "false");
+        assert!(!WorkerSpec::parse(&args).unwrap().workload.group);
+        // Every worker must be told: a missing --group is an error, as is a bad value.
+        let mut missing = args.clone();
+        missing.drain(at..at + 2);
+        assert!(WorkerSpec::parse(&missing)
+            .unwrap_err()
+            .contains("missing worker argument --group"));
+        let mut bad = args.clone();
+        bad[at + 1] = "yes".into();
+        assert!(WorkerSpec::parse(&bad)
+            .unwrap_err()
+            .contains("--group: expected true or false"));
+        // Produce and e2e join no group.
+        for mode in [Mode::Produce, Mode::E2e] {
+            let w = Workload {
+                group: true,
+                rate: 1000,
+                ..Workload::default()
+            };
+            let err = w.validate(mode).unwrap_err();
+            assert!(err.contains("--group applies to consume only"), "{err}");
+            assert!(WorkerSpec::parse(&w.worker_args(mode, "b:1", "t")).is_err());
+        }
+        // The JSON of an older report (no `group`) still reads, as direct assignment.
+        let mut v = serde_json::to_value(Workload::default()).unwrap();
+        v.as_object_mut().unwrap().remove("group");
+        let old: Workload = serde_json::from_value(v).unwrap();
+        assert!(!old.group);
     }
 
     #[test]
