@@ -182,6 +182,23 @@ func consumeOpts(topic string, partitions int32) []kgo.Opt {
 	return []kgo.Opt{kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs})}
 }
 
+// groupOpts subscribes to topic in a fresh consumer group (no committed offsets), from the
+// start, without commits.
+func groupOpts(topic string, settings map[string]string) []kgo.Opt {
+	group := fmt.Sprintf("kbench-franz-go-%d-%d", os.Getpid(), time.Now().UnixNano())
+	settings["group"] = "true"
+	settings["consume_reset_offset"] = "start"
+	settings["auto_commit"] = "false"
+	settings["balancers"] = "cooperative-sticky"
+	settings["group_protocol"] = "classic"
+	return []kgo.Opt{
+		kgo.ConsumerGroup(group),
+		kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.DisableAutoCommit(),
+	}
+}
+
 // sendAll produces every record on the schedule; returns ack latencies in µs.
 func sendAll(cl *kgo.Client, stamp, showProgress bool) ([]int64, error) {
 	topic := arg("topic")
@@ -254,6 +271,10 @@ func main() {
 		args[strings.TrimPrefix(a[i], "--")] = a[i+1]
 	}
 	mode := arg("mode")
+	if mode == "txn" {
+		txnMain() // the copier of `kbench txn` (txn.go); its own arguments
+		return
+	}
 	topic := arg("topic")
 	records := argInt("records")
 	size := argInt("size")
@@ -277,13 +298,26 @@ func main() {
 		res.Records, res.Bytes, res.LatencyMs = records, records*size, pct(lat)
 		cl.Close()
 	case "consume":
-		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(arg("bootstrap")), kgo.ClientID("kbench-franz-go")},
-			consumeOpts(topic, partitions)...)...)
+		group := argBool("group")
+		opts := []kgo.Opt{kgo.SeedBrokers(arg("bootstrap")), kgo.ClientID("kbench-franz-go")}
+		if group {
+			opts = append(opts, groupOpts(topic, settings)...)
+		} else {
+			settings["group"] = "false"
+			opts = append(opts, consumeOpts(topic, partitions)...)
+		}
+		// With a group the client joins as soon as it exists, so the clock starts before
+		// NewClient: the join is measured, as for the other clients' subscribe.
+		groupStart := time.Now()
+		cl, err := kgo.NewClient(opts...)
 		if err != nil {
 			fail(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		start := time.Now()
+		if group {
+			start = groupStart
+		}
 		var n, bytes int64
 		for n < records {
 			f := cl.PollFetches(ctx)

@@ -20,11 +20,16 @@ import java.util.concurrent.atomic.AtomicReference;
 import java.util.concurrent.locks.LockSupport;
 
 import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.errors.AuthorizationException;
+import org.apache.kafka.common.errors.OutOfOrderSequenceException;
+import org.apache.kafka.common.errors.ProducerFencedException;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 
@@ -84,6 +89,21 @@ public final class KBenchPeer {
         c.assign(tps);
         c.seekToBeginning(tps);
         return c;
+    }
+
+    /** A consumer in a fresh group (no committed offsets), not yet subscribed. */
+    private static KafkaConsumer<byte[], byte[]> groupConsumer(Map<String, String> settings) {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", arg("bootstrap"));
+        p.put("client.id", "kbench-java");
+        p.put("group.id", "kbench-java-" + ProcessHandle.current().pid() + "-" + System.nanoTime());
+        settings.put("enable.auto.commit", "false");
+        settings.put("auto.offset.reset", "earliest");
+        settings.put("group.protocol", "classic");
+        p.putAll(settings);
+        p.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        p.put("value.deserializer", ByteArrayDeserializer.class.getName());
+        return new KafkaConsumer<>(p);
     }
 
     /** Percentiles in ms of latencies in µs (sorted in place). */
@@ -190,6 +210,7 @@ public final class KBenchPeer {
         args = new HashMap<>();
         for (int i = 0; i + 1 < argv.length; i += 2) args.put(argv[i].replaceFirst("^--", ""), argv[i + 1]);
         String mode = arg("mode");
+        if (mode.equals("txn")) txnMain(); // the copier of `kbench txn`; its own arguments; exits
         String topic = arg("topic");
         long records = Long.parseLong(arg("records"));
         int size = Integer.parseInt(arg("size"));
@@ -208,8 +229,13 @@ public final class KBenchPeer {
                     break;
                 }
                 case "consume": {
-                    try (KafkaConsumer<byte[], byte[]> c = consumer(settings, topic, partitions)) {
+                    boolean group = Boolean.parseBoolean(arg("group"));
+                    try (KafkaConsumer<byte[], byte[]> c =
+                             group ? groupConsumer(settings) : consumer(settings, topic, partitions)) {
+                        settings.put("group", String.valueOf(group));
+                        // With a group the clock starts before the subscribe: the join is measured.
                         long start = System.nanoTime();
+                        if (group) c.subscribe(List.of(topic));
                         long n = 0, bytes = 0;
                         while (n < records) {
                             if (System.nanoTime() - start > timeoutNs)
@@ -273,5 +299,174 @@ public final class KBenchPeer {
             System.exit(1);
         }
         System.exit(0);
+    }
+
+    // ===================================================================================
+    // txn: the copier of `kbench txn` (protocol: the top of benches/src/bin/kbench/txn.rs).
+    // A group consumer (read_committed) copies each record's value to the same partition of
+    // the output, and every interval-ms (from the first record of the current batch) either
+    // commits a transaction with the input offsets (exactly once) or flushes and then commits
+    // the offsets (at least once). Prints `kbench-ready` once every input partition is owned.
+    // ===================================================================================
+
+    private static void txnMain() {
+        try {
+            txnCopy();
+        } catch (Exception e) {
+            e.printStackTrace();
+            System.exit(1);
+        }
+        System.exit(0);
+    }
+
+    private static void txnCopy() throws Exception {
+        String input = arg("input"), output = arg("output");
+        long intervalNs = TimeUnit.MILLISECONDS.toNanos(Long.parseLong(arg("interval-ms")));
+        boolean exactlyOnce = Boolean.parseBoolean(arg("exactly-once"));
+        long want = Long.parseLong(arg("records"));
+        int partitions = Integer.parseInt(arg("partitions"));
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(Long.parseLong(arg("timeout-s")));
+        if (intervalNs <= 0 || want <= 0 || partitions < 1)
+            throw new IllegalArgumentException("--interval-ms, --records and --partitions must be positive");
+
+        Map<String, String> settings = new TreeMap<>();
+        settings.put("isolation.level", "read_committed");
+        settings.put("auto.offset.reset", "earliest");
+        settings.put("enable.auto.commit", "false");
+        settings.put("fetch.max.wait.ms", "5");
+        settings.put("heartbeat.interval.ms", "500");
+        settings.put("group.protocol", "classic");
+        Properties cp = new Properties();
+        cp.put("bootstrap.servers", arg("bootstrap"));
+        cp.put("client.id", "kbench-java-txn");
+        cp.put("group.id", arg("group"));
+        cp.putAll(settings);
+        cp.put("key.deserializer", ByteArrayDeserializer.class.getName());
+        cp.put("value.deserializer", ByteArrayDeserializer.class.getName());
+
+        Map<String, String> psettings = new TreeMap<>();
+        psettings.put("acks", "all");
+        psettings.put("linger.ms", "1");
+        psettings.put("enable.idempotence", "true");
+        if (exactlyOnce) psettings.put("transactional.id", arg("transactional-id"));
+        Properties pp = new Properties();
+        pp.put("bootstrap.servers", arg("bootstrap"));
+        pp.put("client.id", "kbench-java-txn");
+        pp.putAll(psettings);
+        pp.put("key.serializer", ByteArraySerializer.class.getName());
+        pp.put("value.serializer", ByteArraySerializer.class.getName());
+        settings.putAll(psettings);
+        settings.remove("transactional.id");
+        settings.put("transactional", exactlyOnce ? "KafkaProducer transactions" : "no");
+
+        long commits = 0, aborts = 0, done = 0, pending = 0;
+        long[] commitUs = new long[16];
+        int nCommits = 0;
+        long first = -1, started = -1, lastCommit = System.nanoTime();
+        AtomicReference<Exception> failure = new AtomicReference<>();
+        Map<TopicPartition, OffsetAndMetadata> offsets = new HashMap<>();
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(cp);
+             KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp)) {
+            if (exactlyOnce) producer.initTransactions();
+            consumer.subscribe(List.of(input));
+            // Wait for every partition; the input starts only after the ready line, so nothing
+            // is fetched meanwhile, but keep whatever a poll returns all the same.
+            List<ConsumerRecord<byte[], byte[]>> early = new ArrayList<>();
+            long readyBy = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+            while (consumer.assignment().size() < partitions) {
+                if (System.nanoTime() > readyBy)
+                    throw new IllegalStateException("the copier was not assigned every partition within 60 s ("
+                        + consumer.assignment().size() + " of " + partitions + ")");
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(20))) early.add(r);
+            }
+            System.err.println("kbench-ready");
+            System.err.flush();
+            boolean inTxn = false;
+            while (done < want) {
+                if (System.nanoTime() > deadline)
+                    throw new IllegalStateException("copied " + done + " of " + want + " records before the timeout");
+                List<ConsumerRecord<byte[], byte[]>> recs;
+                if (!early.isEmpty()) {
+                    recs = early;
+                    early = new ArrayList<>();
+                } else {
+                    long waitNs = started < 0 ? intervalNs : intervalNs - (System.nanoTime() - started);
+                    recs = new ArrayList<>();
+                    for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofNanos(Math.max(waitNs, 100_000L))))
+                        recs.add(r);
+                }
+                if (!recs.isEmpty()) {
+                    long now = System.nanoTime();
+                    if (started < 0) started = now;
+                    if (first < 0) first = now;
+                }
+                for (ConsumerRecord<byte[], byte[]> r : recs) {
+                    if (exactlyOnce && !inTxn) {
+                        producer.beginTransaction();
+                        inTxn = true;
+                    }
+                    producer.send(new ProducerRecord<>(output, r.partition(), null, r.value()), (md, ex) -> {
+                        if (ex != null) failure.compareAndSet(null, ex);
+                    });
+                    offsets.put(new TopicPartition(r.topic(), r.partition()), new OffsetAndMetadata(r.offset() + 1));
+                }
+                pending += recs.size();
+                if (started >= 0 && System.nanoTime() - started >= intervalNs) {
+                    long t = System.nanoTime();
+                    if (exactlyOnce) {
+                        try {
+                            producer.sendOffsetsToTransaction(offsets, consumer.groupMetadata());
+                            producer.commitTransaction();
+                            commits++;
+                            done += pending;
+                        } catch (ProducerFencedException | OutOfOrderSequenceException | AuthorizationException e) {
+                            throw e; // fatal: the producer cannot go on
+                        } catch (KafkaException e) {
+                            // Abortable: abort, then rewind to the committed offsets and copy again.
+                            producer.abortTransaction();
+                            aborts++;
+                            Map<TopicPartition, OffsetAndMetadata> committed = consumer.committed(offsets.keySet());
+                            for (TopicPartition tp : offsets.keySet()) {
+                                OffsetAndMetadata o = committed.get(tp);
+                                if (o != null) consumer.seek(tp, o.offset());
+                                else consumer.seekToBeginning(List.of(tp));
+                            }
+                        }
+                        failure.set(null);
+                        inTxn = false;
+                    } else {
+                        producer.flush();
+                        if (failure.get() != null) throw failure.get();
+                        consumer.commitSync(offsets);
+                        commits++;
+                        done += pending;
+                    }
+                    lastCommit = System.nanoTime();
+                    if (nCommits == commitUs.length) commitUs = Arrays.copyOf(commitUs, nCommits * 2);
+                    commitUs[nCommits++] = (lastCommit - t) / 1000;
+                    offsets = new HashMap<>();
+                    pending = 0;
+                    started = -1;
+                }
+            }
+        }
+        double elapsed = first < 0 ? 0.0 : (lastCommit - first) / 1e9;
+        StringBuilder sb = new StringBuilder("{");
+        sb.append("\"client\":").append(json("java " + clientVersion())).append(',');
+        sb.append("\"records\":").append(done).append(',');
+        sb.append("\"commits\":").append(commits).append(',');
+        sb.append("\"aborts\":").append(aborts).append(',');
+        sb.append("\"elapsed_s\":").append(elapsed).append(',');
+        sb.append("\"commit_ms\":").append(percentiles(commitUs, nCommits)).append(',');
+        sb.append("\"settings\":{");
+        boolean firstSetting = true;
+        for (Map.Entry<String, String> e : settings.entrySet()) {
+            if (!firstSetting) sb.append(',');
+            firstSetting = false;
+            sb.append(json(e.getKey())).append(':').append(json(e.getValue()));
+        }
+        sb.append("}}");
+        System.out.println(sb);
+        System.out.flush();
     }
 }
