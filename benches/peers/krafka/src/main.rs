@@ -16,6 +16,8 @@ use krafka::consumer::{AutoOffsetReset, Consumer};
 use krafka::producer::{Acks, Producer};
 use krafka::{Compression, Kafka, Record};
 
+mod txn;
+
 type Res<T> = Result<T, String>;
 
 /// krafka's version, pinned in Cargo.toml.
@@ -271,6 +273,9 @@ async fn send_all(
 
 async fn run() -> Res<String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.chunks(2).any(|p| p == ["--mode", "txn"]) {
+        return txn::main(&argv).await;
+    }
     let mut map = HashMap::new();
     for pair in argv.chunks(2) {
         if let [k, v] = pair {

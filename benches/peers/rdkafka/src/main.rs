@@ -18,6 +18,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+mod txn;
+
 type Res<T> = Result<T, String>;
 
 struct Args(HashMap<String, String>);
@@ -259,6 +261,9 @@ fn new_producer(a: &Args, settings: &mut BTreeMap<String, String>) -> Res<Thread
 
 fn run() -> Res<String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.chunks(2).any(|p| p == ["--mode", "txn"]) {
+        return txn::main(&argv);
+    }
     let mut map = HashMap::new();
     for pair in argv.chunks(2) {
         if let [k, v] = pair {
