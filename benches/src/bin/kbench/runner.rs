@@ -296,14 +296,7 @@ pub async fn run_worker(
         }
         tail
     });
-    let out_task = tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        let mut all = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            all.push(line);
-        }
-        all
-    });
+    let out_task = collect_lines(stdout);
     let limit = Duration::from_secs(workload.timeout_s.saturating_add(60));
     let status = match tokio::time::timeout(limit, child.wait()).await {
         Ok(s) => s.context("waiting for the worker")?,
@@ -369,5 +362,19 @@ pub async fn run_worker(
             0.0
         },
         settings: r.settings,
+    })
+}
+
+/// Reads a worker's stdout to the end in a task; its lines once the worker exits.
+pub(crate) fn collect_lines(
+    stdout: tokio::process::ChildStdout,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
     })
 }

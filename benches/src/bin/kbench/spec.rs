@@ -197,6 +197,41 @@ pub struct WorkerSpec {
 impl WorkerSpec {
     /// Parses `--name value` pairs; every name is required, unknown names are errors.
     pub fn parse(args: &[String]) -> Result<WorkerSpec, String> {
+        let mut a = WorkerArgs::parse(args)?;
+        let mode: Mode = a.take("mode")?.parse()?;
+        let bootstrap = a.take("bootstrap")?;
+        let topic = a.take("topic")?;
+        let workload = Workload {
+            records: a.num("records")?,
+            size: a.num("size")?,
+            partitions: a.num("partitions")?,
+            keys: a.flag("keys")?,
+            acks: a.take("acks")?,
+            linger_ms: a.num("linger-ms")?,
+            batch_size: a.num("batch-size")?,
+            compression: a.take("compression")?,
+            idempotence: a.flag("idempotence")?,
+            rate: a.num("rate")?,
+            timeout_s: a.num("timeout-s")?,
+            group: a.flag("group")?,
+        };
+        a.finish()?;
+        workload.validate(mode)?;
+        Ok(WorkerSpec {
+            mode,
+            bootstrap,
+            topic,
+            workload,
+        })
+    }
+}
+
+/// A worker's `--name value` pairs, taken one by one (every worker mode parses its own).
+pub struct WorkerArgs(BTreeMap<String, String>);
+
+impl WorkerArgs {
+    /// Splits `args` into pairs; a name given twice or without `--` is an error.
+    pub fn parse(args: &[String]) -> Result<WorkerArgs, String> {
         if args.len() % 2 != 0 {
             return Err("worker arguments come in `--name value` pairs".into());
         }
@@ -209,45 +244,36 @@ impl WorkerSpec {
                 return Err(format!("--{name} given twice"));
             }
         }
-        let mut take = |k: &str| {
-            map.remove(k)
-                .ok_or_else(|| format!("missing worker argument --{k}"))
-        };
-        fn num<T: FromStr>(k: &str, v: String) -> Result<T, String> {
-            v.parse()
-                .map_err(|_| format!("--{k}: cannot parse {v:?} as a number"))
+        Ok(WorkerArgs(map))
+    }
+
+    /// The required argument `k`.
+    pub fn take(&mut self, k: &str) -> Result<String, String> {
+        self.0
+            .remove(k)
+            .ok_or_else(|| format!("missing worker argument --{k}"))
+    }
+
+    /// The required number `k`.
+    pub fn num<T: FromStr>(&mut self, k: &str) -> Result<T, String> {
+        let v = self.take(k)?;
+        v.parse()
+            .map_err(|_| format!("--{k}: cannot parse {v:?} as a number"))
+    }
+
+    /// The required `true`/`false` `k`.
+    pub fn flag(&mut self, k: &str) -> Result<bool, String> {
+        let v = self.take(k)?;
+        v.parse()
+            .map_err(|_| format!("--{k}: expected true or false, got {v:?}"))
+    }
+
+    /// Fails on an argument no one took.
+    pub fn finish(self) -> Result<(), String> {
+        match self.0.keys().next() {
+            Some(k) => Err(format!("unknown worker argument --{k}")),
+            None => Ok(()),
         }
-        fn flag(k: &str, v: String) -> Result<bool, String> {
-            v.parse()
-                .map_err(|_| format!("--{k}: expected true or false, got {v:?}"))
-        }
-        let mode: Mode = take("mode")?.parse()?;
-        let bootstrap = take("bootstrap")?;
-        let topic = take("topic")?;
-        let workload = Workload {
-            records: num("records", take("records")?)?,
-            size: num("size", take("size")?)?,
-            partitions: num("partitions", take("partitions")?)?,
-            keys: flag("keys", take("keys")?)?,
-            acks: take("acks")?,
-            linger_ms: num("linger-ms", take("linger-ms")?)?,
-            batch_size: num("batch-size", take("batch-size")?)?,
-            compression: take("compression")?,
-            idempotence: flag("idempotence", take("idempotence")?)?,
-            rate: num("rate", take("rate")?)?,
-            timeout_s: num("timeout-s", take("timeout-s")?)?,
-            group: flag("group", take("group")?)?,
-        };
-        if let Some(k) = map.keys().next() {
-            return Err(format!("unknown worker argument --{k}"));
-        }
-        workload.validate(mode)?;
-        Ok(WorkerSpec {
-            mode,
-            bootstrap,
-            topic,
-            workload,
-        })
     }
 }
 

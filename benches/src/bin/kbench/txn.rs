@@ -42,7 +42,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use crate::runner::{ClientKind, Launcher};
-use crate::spec::Percentiles;
+use crate::spec::{Percentiles, WorkerArgs};
 use crate::worker::{read_stamp, Latency, PayloadPool, Schedule};
 
 /// What a copier prints on stderr once it owns every input partition.
@@ -127,49 +127,24 @@ impl TxnWorkerArgs {
 
     /// Parses `--name value` pairs; every name is required, unknown names are errors.
     pub fn parse(args: &[String]) -> Result<TxnWorkerArgs, String> {
-        if args.len() % 2 != 0 {
-            return Err("worker arguments come in `--name value` pairs".into());
-        }
-        let mut map = BTreeMap::new();
-        for pair in args.chunks(2) {
-            let name = pair[0]
-                .strip_prefix("--")
-                .ok_or_else(|| format!("expected --name, got {:?}", pair[0]))?;
-            if map.insert(name.to_string(), pair[1].clone()).is_some() {
-                return Err(format!("--{name} given twice"));
-            }
-        }
-        let mut take = |k: &str| {
-            map.remove(k)
-                .ok_or_else(|| format!("missing worker argument --{k}"))
-        };
-        fn num<T: std::str::FromStr>(k: &str, v: String) -> Result<T, String> {
-            v.parse()
-                .map_err(|_| format!("--{k}: cannot parse {v:?} as a number"))
-        }
-        let mode = take("mode")?;
+        let mut w = WorkerArgs::parse(args)?;
+        let mode = w.take("mode")?;
         if mode != "txn" {
             return Err(format!("not a txn worker: --mode {mode}"));
         }
         let a = TxnWorkerArgs {
-            bootstrap: take("bootstrap")?,
-            input: take("input")?,
-            output: take("output")?,
-            group: take("group")?,
-            transactional_id: take("transactional-id")?,
-            interval_ms: num("interval-ms", take("interval-ms")?)?,
-            exactly_once: {
-                let v = take("exactly-once")?;
-                v.parse()
-                    .map_err(|_| format!("--exactly-once: expected true or false, got {v:?}"))?
-            },
-            records: num("records", take("records")?)?,
-            partitions: num("partitions", take("partitions")?)?,
-            timeout_s: num("timeout-s", take("timeout-s")?)?,
+            bootstrap: w.take("bootstrap")?,
+            input: w.take("input")?,
+            output: w.take("output")?,
+            group: w.take("group")?,
+            transactional_id: w.take("transactional-id")?,
+            interval_ms: w.num("interval-ms")?,
+            exactly_once: w.flag("exactly-once")?,
+            records: w.num("records")?,
+            partitions: w.num("partitions")?,
+            timeout_s: w.num("timeout-s")?,
         };
-        if let Some(k) = map.keys().next() {
-            return Err(format!("unknown worker argument --{k}"));
-        }
+        w.finish()?;
         if a.interval_ms == 0 || a.records == 0 || a.partitions < 1 {
             return Err("--interval-ms, --records and --partitions must be positive".into());
         }
@@ -522,14 +497,7 @@ pub async fn run(
         }
         tail.into_iter().collect::<Vec<_>>().join("\n")
     });
-    let out_task = tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        let mut all = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            all.push(line);
-        }
-        all
-    });
+    let out_task = crate::runner::collect_lines(stdout);
     // The input starts once the copier owns every partition, so the group join is not
     // measured as latency.
     match tokio::time::timeout(Duration::from_secs(120), ready).await {
