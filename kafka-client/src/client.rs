@@ -382,16 +382,22 @@ where
     R: Request + Send + Sync + 'static,
     F: FnOnce(i16) -> R,
 {
-    let version = conn.version::<R>().ok_or_else(|| {
-        Error::Broker(
-            BrokerError::new(ErrorCode::UNSUPPORTED_VERSION).with_message(format!(
-                "{} offers no version of {} that this client speaks",
-                conn.peer(),
-                R::API_KEY.name().unwrap_or("this API")
-            )),
-        )
-    })?;
+    let version = conn
+        .version::<R>()
+        .ok_or_else(|| unsupported::<R>(conn, "this request"))?;
     conn.send(version, build(version)).await
+}
+
+/// The [`Error::Unsupported`] for a broker on `conn` that offers no version of `R` this client
+/// speaks, for `feature`.
+pub(crate) fn unsupported<R: Request>(conn: &Connection, feature: &str) -> Error {
+    Error::Unsupported {
+        peer: conn.peer().clone(),
+        api: R::API_KEY.name().unwrap_or("an API"),
+        need: format!("v{}-v{}", R::MIN_VERSION, R::MAX_VERSION),
+        broker_range: conn.versions().offered(R::API_KEY),
+        feature: feature.to_string(),
+    }
 }
 
 fn metadata_request(selection: &TopicSelection, version: i16) -> MetadataRequest {

@@ -17,7 +17,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::Request;
 use kafka_wire::frame::{encode_request, FrameDecoder};
 use kafka_wire::header::{peek_correlation_id, ResponseHeader};
-use kafka_wire::{ApiKey, Decode};
+use kafka_wire::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use kafka_wire::{ApiKey, Decode, ErrorCode};
 
 use crate::error::{Error, Peer, ProtocolErrorKind};
 
@@ -178,6 +179,74 @@ impl ConnState {
     }
 }
 
+/// What the answer to a handshake ApiVersions request says.
+#[derive(Debug)]
+pub(crate) enum ApiVersionsStep {
+    /// The broker answered at the version we sent: these are its ranges.
+    Ready(ApiVersionsResponse),
+    /// The broker does not speak the version we sent; ask again at this one.
+    Retry(i16),
+}
+
+/// Reads the body of an ApiVersions answer to a request sent at `sent`.
+///
+/// A broker that does not speak `sent` answers UNSUPPORTED_VERSION with a **v0** body listing its
+/// own ranges (KIP-511; Kafka's `ApiVersionsRequest.getErrorResponse`, Redpanda likewise). That
+/// body is decoded at v0, never at `sent`: decoding it at the version we asked for reads garbage
+/// (a v3+ body is flexible, v0 is not). The next attempt is at the broker's highest ApiVersions
+/// version below `sent`, or v0 when it lists none, so the versions tried strictly decrease.
+pub(crate) fn read_api_versions(
+    peer: &Peer,
+    body: Bytes,
+    sent: i16,
+) -> Result<ApiVersionsStep, Error> {
+    if body.len() < 2 {
+        return Err(Error::Protocol {
+            peer: peer.clone(),
+            kind: ProtocolErrorKind::Invalid(format!(
+                "ApiVersions answer of {} bytes has no error code",
+                body.len()
+            )),
+        });
+    }
+    let code = ErrorCode(i16::from_be_bytes([body[0], body[1]]));
+    if code == ErrorCode::UNSUPPORTED_VERSION {
+        if sent == 0 {
+            return Err(Error::Unsupported {
+                peer: peer.clone(),
+                api: "ApiVersions",
+                need: "v0+".into(),
+                broker_range: None,
+                feature: "version negotiation".into(),
+            });
+        }
+        let mut v0 = body;
+        let resp = ApiVersionsResponse::decode(&mut v0, 0)
+            .map_err(|e| Error::decode(peer.clone(), e))?;
+        let theirs = resp
+            .api_keys
+            .iter()
+            .find(|k| ApiKey(k.api_key) == ApiKey::API_VERSIONS)
+            .map(|k| (k.min_version, k.max_version));
+        let next = match theirs {
+            Some((_, max)) if (0..sent).contains(&max) => max,
+            // Listed with a range that includes what we sent (nonsense), or not listed: v0,
+            // which every broker since KIP-35 answers.
+            _ => 0,
+        };
+        return Ok(ApiVersionsStep::Retry(next.min(ApiVersionsRequest::MAX_VERSION)));
+    }
+    let mut b = body;
+    let resp =
+        ApiVersionsResponse::decode(&mut b, sent).map_err(|e| Error::decode(peer.clone(), e))?;
+    if code != ErrorCode::NONE {
+        return Err(Error::Broker(
+            crate::error::BrokerError::new(code).with_message("ApiVersions"),
+        ));
+    }
+    Ok(ApiVersionsStep::Ready(resp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +383,97 @@ mod tests {
             .is_err());
         assert!(out.is_empty());
         assert_eq!(s.in_flight(), 0);
+    }
+
+    fn versions_body(code: ErrorCode, api_versions_max: Option<i16>, at: i16) -> Bytes {
+        use kafka_wire::messages::api_versions::ApiVersion;
+        use kafka_wire::Encode;
+        let mut api_keys = vec![ApiVersion {
+            api_key: ApiKey::METADATA.0,
+            min_version: 0,
+            max_version: 12,
+            ..Default::default()
+        }];
+        if let Some(max) = api_versions_max {
+            api_keys.push(ApiVersion {
+                api_key: ApiKey::API_VERSIONS.0,
+                min_version: 0,
+                max_version: max,
+                ..Default::default()
+            });
+        }
+        let resp = ApiVersionsResponse {
+            error_code: code.0,
+            api_keys,
+            ..Default::default()
+        };
+        let mut b = BytesMut::new();
+        resp.encode(&mut b, at).unwrap();
+        b.freeze()
+    }
+
+    #[test]
+    fn unsupported_api_versions_answer_is_read_at_v0_and_retried_at_the_broker_max() {
+        let peer = Peer::Unknown;
+        // Kafka 4.0-4.3 (ApiVersions up to v4) answering our v5, in the v0 format.
+        let body = versions_body(ErrorCode::UNSUPPORTED_VERSION, Some(4), 0);
+        // Decoding that body at v5 is what broke: it must not be tried.
+        assert!(ApiVersionsResponse::decode(&mut body.clone(), 5).is_err());
+        match read_api_versions(&peer, body, 5).unwrap() {
+            ApiVersionsStep::Retry(v) => assert_eq!(v, 4),
+            other => panic!("{other:?}"),
+        }
+        // Redpanda (up to v3).
+        let body = versions_body(ErrorCode::UNSUPPORTED_VERSION, Some(3), 0);
+        assert!(matches!(
+            read_api_versions(&peer, body, 5),
+            Ok(ApiVersionsStep::Retry(3))
+        ));
+        // No ApiVersions entry, or a nonsensical one: v0, so the loop always goes down.
+        for max in [None, Some(5), Some(9), Some(-1)] {
+            let body = versions_body(ErrorCode::UNSUPPORTED_VERSION, max, 0);
+            assert!(
+                matches!(read_api_versions(&peer, body, 5), Ok(ApiVersionsStep::Retry(0))),
+                "{max:?}"
+            );
+        }
+        // UNSUPPORTED_VERSION at v0 is the end: a typed error, not a loop.
+        let body = versions_body(ErrorCode::UNSUPPORTED_VERSION, Some(0), 0);
+        assert!(matches!(
+            read_api_versions(&peer, body, 0),
+            Err(Error::Unsupported {
+                api: "ApiVersions",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn api_versions_answers_at_our_version_and_other_errors() {
+        let peer = Peer::Unknown;
+        for v in 0..=ApiVersionsRequest::MAX_VERSION {
+            let body = versions_body(ErrorCode::NONE, Some(v), v);
+            match read_api_versions(&peer, body, v).unwrap() {
+                ApiVersionsStep::Ready(r) => assert_eq!(r.api_keys.len(), 2, "v{v}"),
+                other => panic!("v{v}: {other:?}"),
+            }
+        }
+        let body = versions_body(ErrorCode::CLUSTER_AUTHORIZATION_FAILED, None, 3);
+        let err = read_api_versions(&peer, body, 3).unwrap_err();
+        assert_eq!(
+            err.broker_code(),
+            Some(ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
+        );
+        // Too short, or garbage: a protocol error, never a panic.
+        for bytes in [&[][..], &[0][..], &[0, 0, 0xff, 0xff, 0xff][..], &[0, 35, 9][..]] {
+            assert!(
+                matches!(
+                    read_api_versions(&peer, Bytes::copy_from_slice(bytes), 3),
+                    Err(Error::Protocol { .. })
+                ),
+                "{bytes:?}"
+            );
+        }
     }
 
     #[test]

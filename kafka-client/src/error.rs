@@ -15,6 +15,7 @@
 //! | [`Error::Sasl`]        | authentication failed on our side of the exchange              |
 //! | [`Error::Aborted`]     | the record's transaction was aborted before the record was sent |
 //! | [`Error::OutcomeUnknown`] | a commit got no definite answer: treat it as not committed  |
+//! | [`Error::Unsupported`] | the broker lacks an API version a feature needs                |
 //!
 //! [`Error::is_retriable`] tells whether retrying the same operation may succeed;
 //! [`Error::is_fatal`] whether the producer/consumer instance must be dropped (or re-initialized).
@@ -83,6 +84,28 @@ pub enum Error {
     /// `read_committed`. The producer is ready for a new transaction.
     #[error("transaction outcome unknown: {0}")]
     OutcomeUnknown(Arc<Error>),
+    /// The broker does not speak a version of `api` that `feature` needs (an older Kafka, or
+    /// another implementation such as Redpanda). Permanent for this broker build.
+    #[error("{peer} cannot serve {feature}: it needs {api} {need}, the broker offers {}", fmt_range(*broker_range))]
+    Unsupported {
+        /// The broker.
+        peer: Peer,
+        /// The API's name, e.g. `ConsumerGroupHeartbeat`.
+        api: &'static str,
+        /// The versions the feature needs, e.g. `v0-v1` or `v5+`.
+        need: String,
+        /// The versions the broker advertised for `api` (`None`: not at all).
+        broker_range: Option<(i16, i16)>,
+        /// What was asked for, e.g. `the consumer group protocol (KIP-848)`.
+        feature: String,
+    },
+}
+
+fn fmt_range(range: Option<(i16, i16)>) -> String {
+    match range {
+        Some((lo, hi)) => format!("v{lo}-v{hi}"),
+        None => "no version of it".to_string(),
+    }
 }
 
 impl Error {
@@ -127,7 +150,8 @@ impl Error {
             | Error::Fenced(_)
             | Error::Sasl(_)
             | Error::Aborted
-            | Error::OutcomeUnknown(_) => false,
+            | Error::OutcomeUnknown(_)
+            | Error::Unsupported { .. } => false,
         }
     }
 
@@ -144,7 +168,8 @@ impl Error {
             | Error::Timeout { .. }
             | Error::Misuse(_)
             | Error::Aborted
-            | Error::OutcomeUnknown(_) => false,
+            | Error::OutcomeUnknown(_)
+            | Error::Unsupported { .. } => false,
         }
     }
 

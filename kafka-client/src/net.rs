@@ -18,13 +18,13 @@ use bytes::{Bytes, BytesMut};
 use kafka_wire::codec::{KString, Request};
 use kafka_wire::messages::{ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_wire::versions::NegotiatedVersions;
-use kafka_wire::{ApiKey, Decode, ErrorCode};
+use kafka_wire::{ApiKey, Decode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClientConfig;
-use crate::conn::ConnState;
+use crate::conn::{read_api_versions, ApiVersionsStep, ConnState};
 use crate::error::{BrokerError, Error, Peer, ProtocolErrorKind, Result};
 use crate::rng::OsRandom;
 use crate::sasl::SaslSession;
@@ -143,44 +143,30 @@ impl Connection {
         let mut rbuf = BytesMut::with_capacity(8 * 1024);
 
         // ApiVersions: start at the newest version we speak; a broker that does not know it
-        // answers UNSUPPORTED_VERSION at v0 with its own range, and we retry at its highest.
+        // answers UNSUPPORTED_VERSION in the v0 format with its own range, and we ask again at
+        // its highest (Kafka before 4.4 stops at v4, Redpanda at v3).
         let mut version = ApiVersionsRequest::MAX_VERSION;
-        let (versions, features) = loop {
+        let resp = loop {
             let req = ApiVersionsRequest {
                 client_software_name: KString::from(CLIENT_SOFTWARE_NAME),
                 client_software_version: KString::from(CLIENT_SOFTWARE_VERSION),
                 ..Default::default()
             };
-            let resp = roundtrip(&mut stream, &mut state, &mut rbuf, version, &req).await?;
-            let code = ErrorCode(resp.error_code);
-            if code == ErrorCode::UNSUPPORTED_VERSION {
-                let theirs = resp
-                    .api_keys
-                    .iter()
-                    .find(|k| ApiKey(k.api_key) == ApiKey::API_VERSIONS)
-                    .map(|k| k.max_version.min(ApiVersionsRequest::MAX_VERSION));
-                match theirs {
-                    Some(v) if v < version && v >= 0 => {
-                        version = v;
-                        continue;
-                    }
-                    _ => {
-                        return Err(Error::Broker(
-                            BrokerError::new(code).with_message("ApiVersions"),
-                        ))
-                    }
+            let body = roundtrip_raw(&mut stream, &mut state, &mut rbuf, version, &req).await?;
+            match read_api_versions(&peer, body, version)? {
+                ApiVersionsStep::Ready(resp) => break resp,
+                ApiVersionsStep::Retry(v) => {
+                    tracing::debug!(%peer, from = version, to = v, "ApiVersions version lowered");
+                    version = v;
                 }
             }
-            if code != ErrorCode::NONE {
-                return Err(Error::Broker(BrokerError::new(code)));
-            }
-            let features: Vec<(String, i16)> = resp
-                .finalized_features
-                .iter()
-                .map(|f| (f.name.as_str().to_string(), f.max_version_level))
-                .collect();
-            break (NegotiatedVersions::from_response(&resp), features);
         };
+        let features: Vec<(String, i16)> = resp
+            .finalized_features
+            .iter()
+            .map(|f| (f.name.as_str().to_string(), f.max_version_level))
+            .collect();
+        let versions = NegotiatedVersions::from_response(&resp);
 
         if config.security_protocol.uses_sasl() {
             authenticate(config, &mut stream, &mut state, &mut rbuf, &versions).await?;
@@ -479,6 +465,18 @@ async fn roundtrip<R: Request, S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
     version: i16,
     req: &R,
 ) -> Result<R::Response> {
+    let mut body = roundtrip_raw(stream, state, rbuf, version, req).await?;
+    R::Response::decode(&mut body, version).map_err(|e| Error::decode(state.peer().clone(), e))
+}
+
+/// [`roundtrip`] without decoding the response body.
+async fn roundtrip_raw<R: Request, S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    state: &mut ConnState,
+    rbuf: &mut BytesMut,
+    version: i16,
+    req: &R,
+) -> Result<Bytes> {
     let mut out = BytesMut::new();
     state.write_request(Instant::now(), version, req, true, &mut out)?;
     let peer = state.peer().clone();
@@ -488,8 +486,7 @@ async fn roundtrip<R: Request, S: AsyncRead + AsyncWrite + Unpin + ?Sized>(
         .map_err(|e| Error::io(peer.clone(), e))?;
     loop {
         if let Some(ans) = state.read_response(rbuf)? {
-            let mut body = ans.body;
-            return R::Response::decode(&mut body, version).map_err(|e| Error::decode(peer, e));
+            return Ok(ans.body);
         }
         let n = stream
             .read_buf(rbuf)

@@ -9,6 +9,8 @@ use crate::messages::{ApiVersionsResponse, SUPPORTED_APIS};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NegotiatedVersions {
     versions: BTreeMap<ApiKey, i16>,
+    /// What the broker offered, every key (also those this crate does not speak).
+    offered: BTreeMap<ApiKey, (i16, i16)>,
 }
 
 impl NegotiatedVersions {
@@ -19,10 +21,11 @@ impl NegotiatedVersions {
         ours: &[(ApiKey, i16, i16)],
         theirs: impl IntoIterator<Item = (ApiKey, i16, i16)>,
     ) -> Self {
-        let theirs: BTreeMap<ApiKey, (i16, i16)> = theirs
+        let offered: BTreeMap<ApiKey, (i16, i16)> = theirs
             .into_iter()
             .map(|(k, lo, hi)| (k, (lo, hi)))
             .collect();
+        let theirs = &offered;
         let mut versions = BTreeMap::new();
         for &(key, lo, hi) in ours {
             if let Some(&(tlo, thi)) = theirs.get(&key) {
@@ -32,7 +35,7 @@ impl NegotiatedVersions {
                 }
             }
         }
-        NegotiatedVersions { versions }
+        NegotiatedVersions { versions, offered }
     }
 
     /// Intersects this crate's [`SUPPORTED_APIS`] with a broker's ApiVersions response.
@@ -49,6 +52,12 @@ impl NegotiatedVersions {
     /// The version to use for `key`, or `None` if there is no common version.
     pub fn version(&self, key: ApiKey) -> Option<i16> {
         self.versions.get(&key).copied()
+    }
+
+    /// The range (min, max) the broker offered for `key`, whether or not this crate speaks any
+    /// of it; `None` when the broker did not list the key.
+    pub fn offered(&self, key: ApiKey) -> Option<(i16, i16)> {
+        self.offered.get(&key).copied()
     }
 
     /// Every key with a common version.
@@ -79,6 +88,10 @@ mod tests {
         assert_eq!(n.version(ApiKey::FETCH), None);
         assert_eq!(n.version(ApiKey::METADATA), None);
         assert_eq!(n.version(ApiKey(999)), None);
+        // The broker's own ranges stay known, also where there is no common version.
+        assert_eq!(n.offered(ApiKey::FETCH), Some((0, 3)));
+        assert_eq!(n.offered(ApiKey(999)), Some((0, 1)));
+        assert_eq!(n.offered(ApiKey::METADATA), None);
     }
 
     #[test]

@@ -406,9 +406,9 @@ async fn try_commit(
         }
     };
     let Some(version) = conn.version::<OffsetCommitRequest>() else {
-        return Err(Error::Broker(
-            BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
-                .with_message("the coordinator does not speak OffsetCommit"),
+        return Err(crate::client::unsupported::<OffsetCommitRequest>(
+            &conn,
+            "committing offsets",
         ));
     };
     let request = {
@@ -507,9 +507,9 @@ async fn offset_fetch_once(
 ) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
     let conn = client.connection(node, Purpose::Group).await?;
     let Some(version) = conn.version::<OffsetFetchRequest>() else {
-        return Err(Error::Broker(
-            BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
-                .with_message("the coordinator does not speak OffsetFetch"),
+        return Err(crate::client::unsupported::<OffsetFetchRequest>(
+            &conn,
+            "reading committed offsets",
         ));
     };
     // v10 names topics by id; we ask by name.

@@ -411,7 +411,7 @@ async fn fetch_once(inner: Arc<Inner>, alive: std::sync::Weak<()>, node: i32) {
         }
     };
     let Some(version) = conn.version::<FetchRequest>() else {
-        let e = Error::Misuse(format!("{} does not speak Fetch", conn.peer()));
+        let e = crate::client::unsupported::<FetchRequest>(&conn, "fetching records");
         inner
             .state
             .lock()

@@ -707,10 +707,7 @@ async fn dispatch(sh: &Arc<Shared>, t: Transmit) {
         .version::<ProduceRequest>()
         .map(|v| v.min(sh.max_produce_version))
     else {
-        let e = Error::Broker(
-            BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
-                .with_message("the broker offers no Produce version this client speaks"),
-        );
+        let e = crate::client::unsupported::<ProduceRequest>(&conn, "producing records");
         complete(sh, Some(&conn), t.req, Err(e));
         return;
     };
