@@ -58,6 +58,7 @@ pub mod dist;
 pub mod probe;
 pub mod proxy;
 pub mod security;
+pub mod versioncap;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -65,6 +66,7 @@ use std::time::Duration;
 
 pub use cluster::{Cluster, ClusterConfig, ExtraListener, Node, NodeState};
 pub use proxy::{FaultProxy, ProxyHandle};
+pub use versioncap::VersionCap;
 
 /// Errors from starting or steering a cluster.
 #[derive(Debug, thiserror::Error)]

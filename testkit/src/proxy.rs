@@ -10,15 +10,19 @@
 //!   answers anything; connections that lost bytes this way are closed when the black hole ends,
 //!   since their byte streams are no longer whole;
 //! * [`ProxyHandle::reject`] closes new connections right after accepting them;
-//! * [`ProxyHandle::heal`] removes latency, black hole and rejection.
+//! * [`ProxyHandle::heal`] removes latency, black hole and rejection;
+//! * [`ProxyHandle::set_version_cap`] makes the broker look like one with fewer API versions
+//!   (Redpanda's set, say) to connections opened from then on: see [`crate::versioncap`]. Those
+//!   connections see no latency or black hole; cuts still end them.
 //!
 //! Inter-broker and controller traffic does not pass through the proxy, so faults affect clients
 //! only. The proxy's tasks run on the crate's background runtime, so a proxy outlives the runtime
 //! of any single `#[tokio::test]`.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -28,12 +32,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::versioncap::{response_correlation_id, take_frame, Verdict, VersionCap};
+
 /// Chunks queued per direction before the reader waits (bounds memory under latency).
 const QUEUE_CHUNKS: usize = 64;
 /// Largest chunk read at once.
 const CHUNK: usize = 64 * 1024;
 /// How long the proxy tries to reach its broker before closing the client's connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest frame a version-capped connection relays (it holds whole frames).
+const MAX_CAPPED_FRAME: usize = 256 * 1024 * 1024;
 
 struct Shared {
     upstream: SocketAddr,
@@ -45,6 +53,7 @@ struct Shared {
     cut_gen: watch::Sender<u64>,
     accepted: AtomicU64,
     active: AtomicU64,
+    version_cap: Mutex<Option<Arc<VersionCap>>>,
 }
 
 /// A running fault proxy. Dropping it stops the proxy and closes its connections.
@@ -90,6 +99,7 @@ impl FaultProxy {
             cut_gen,
             accepted: AtomicU64::new(0),
             active: AtomicU64::new(0),
+            version_cap: Mutex::new(None),
         });
         let listener = {
             let _guard = rt.enter();
@@ -167,6 +177,19 @@ impl ProxyHandle {
         self.set_latency(Duration::ZERO);
         self.reject(false);
         self.blackhole(false);
+    }
+
+    /// Presents `cap` instead of the broker's API versions to connections opened from now on
+    /// (`None`: the broker's own). Open connections keep what they had; [`ProxyHandle::cut`]
+    /// them to make clients reconnect under the new setting. [`ProxyHandle::heal`] leaves the
+    /// cap alone: it is not a fault.
+    pub fn set_version_cap(&self, cap: Option<VersionCap>) {
+        *self.shared.version_cap.lock().unwrap() = cap.map(Arc::new);
+    }
+
+    /// The version cap in force for new connections.
+    pub fn version_cap(&self) -> Option<VersionCap> {
+        self.shared.version_cap.lock().unwrap().as_deref().cloned()
     }
 
     /// Connections accepted since the proxy started.
@@ -257,6 +280,14 @@ async fn connection(client: TcpStream, shared: Arc<Shared>) {
         _ = cut.changed() => return,
     };
     let _ = upstream.set_nodelay(true);
+    let cap = shared.version_cap.lock().unwrap().clone();
+    if let Some(cap) = cap {
+        tokio::select! {
+            _ = capped(client, upstream, cap) => {}
+            _ = cut.changed() => {}
+        }
+        return;
+    }
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
     tokio::select! {
@@ -337,6 +368,99 @@ async fn pump(
     };
     // The reader ends on EOF and drops `tx`; the writer then delivers what is queued and ends.
     tokio::join!(reader, writer);
+}
+
+/// Relays one connection under a version cap, frame by frame: requests outside the cap close the
+/// connection, an ApiVersions request above it is answered here, and the broker's ApiVersions
+/// answers are cut down to the cap.
+async fn capped(client: TcpStream, upstream: TcpStream, cap: Arc<VersionCap>) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    // ApiVersions requests forwarded and not yet answered: correlation id -> version.
+    let asked: Mutex<HashMap<i32, i16>> = Mutex::new(HashMap::new());
+    // Frames for the client, from the broker or from the proxy, written by one task.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE_CHUNKS);
+    let to_client = tx.clone();
+    let requests = async {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            loop {
+                let frame = match take_frame(&mut buf, MAX_CAPPED_FRAME) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(cap = cap.name(), error = %e, "closing a capped connection");
+                        return;
+                    }
+                };
+                match cap.verdict(&frame[4..]) {
+                    Verdict::Forward => {}
+                    Verdict::ForwardApiVersions {
+                        correlation_id,
+                        version,
+                    } => {
+                        asked.lock().unwrap().insert(correlation_id, version);
+                    }
+                    Verdict::Answer(answer) => {
+                        if to_client.send(answer).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Verdict::Close(why) => {
+                        tracing::debug!(cap = cap.name(), why, "closing a capped connection");
+                        return;
+                    }
+                }
+                if uw.write_all(&frame).await.is_err() {
+                    return;
+                }
+            }
+            match cr.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let responses = async {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            loop {
+                let frame = match take_frame(&mut buf, MAX_CAPPED_FRAME) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(_) => return,
+                };
+                let version = response_correlation_id(&frame)
+                    .and_then(|corr| asked.lock().unwrap().remove(&corr));
+                let frame = match version {
+                    Some(v) => cap.rewrite_api_versions(frame, v),
+                    None => frame,
+                };
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+            match ur.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let writer = async {
+        while let Some(frame) = rx.recv().await {
+            if cw.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+    };
+    // The first side to end ends the connection (a closed connection is what Redpanda does on a
+    // refused request, and what a broker's EOF means anyway).
+    tokio::select! {
+        _ = requests => {}
+        _ = responses => {}
+        _ = writer => {}
+    }
 }
 
 #[cfg(test)]

@@ -679,13 +679,23 @@ impl Consumer {
             return Ok(false);
         }
         let conn = self.inner.client.any_connection(Purpose::Group).await?;
-        if conn.version::<ConsumerGroupHeartbeatRequest>().is_some() {
+        let offered = conn.version::<ConsumerGroupHeartbeatRequest>().is_some();
+        // A broker that reports finalized features (every KRaft Kafka reports metadata.version)
+        // runs KIP-848 groups only at group.version 1 or later: Kafka 3.9 lists
+        // ConsumerGroupHeartbeat but answers it UNSUPPORTED_VERSION unless the early-access
+        // protocol was turned on. One that reports no features (Redpanda) is taken at its word.
+        let reports_features = conn.finalized_feature("metadata.version").is_some();
+        let group_version = conn.finalized_feature("group.version").unwrap_or(0);
+        if offered && (!reports_features || group_version >= 1) {
             Ok(true)
         } else {
             tracing::warn!(
                 broker = %conn.peer(),
-                "group.protocol=consumer, but the broker does not offer ConsumerGroupHeartbeat \
-                 (KIP-848); using the classic protocol"
+                consumer_group_heartbeat = offered,
+                group_version,
+                "group.protocol=consumer, but the broker does not run the consumer group \
+                 protocol (KIP-848: ConsumerGroupHeartbeat and group.version >= 1); using the \
+                 classic protocol"
             );
             Ok(false)
         }
