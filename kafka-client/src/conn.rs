@@ -221,8 +221,8 @@ pub(crate) fn read_api_versions(
             });
         }
         let mut v0 = body;
-        let resp = ApiVersionsResponse::decode(&mut v0, 0)
-            .map_err(|e| Error::decode(peer.clone(), e))?;
+        let resp =
+            ApiVersionsResponse::decode(&mut v0, 0).map_err(|e| Error::decode(peer.clone(), e))?;
         let theirs = resp
             .api_keys
             .iter()
@@ -234,7 +234,9 @@ pub(crate) fn read_api_versions(
             // which every broker since KIP-35 answers.
             _ => 0,
         };
-        return Ok(ApiVersionsStep::Retry(next.min(ApiVersionsRequest::MAX_VERSION)));
+        return Ok(ApiVersionsStep::Retry(
+            next.min(ApiVersionsRequest::MAX_VERSION),
+        ));
     }
     let mut b = body;
     let resp =
@@ -433,7 +435,10 @@ mod tests {
         for max in [None, Some(5), Some(9), Some(-1)] {
             let body = versions_body(ErrorCode::UNSUPPORTED_VERSION, max, 0);
             assert!(
-                matches!(read_api_versions(&peer, body, 5), Ok(ApiVersionsStep::Retry(0))),
+                matches!(
+                    read_api_versions(&peer, body, 5),
+                    Ok(ApiVersionsStep::Retry(0))
+                ),
                 "{max:?}"
             );
         }
@@ -465,7 +470,12 @@ mod tests {
             Some(ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
         );
         // Too short, or garbage: a protocol error, never a panic.
-        for bytes in [&[][..], &[0][..], &[0, 0, 0xff, 0xff, 0xff][..], &[0, 35, 9][..]] {
+        for bytes in [
+            &[][..],
+            &[0][..],
+            &[0, 0, 0xff, 0xff, 0xff][..],
+            &[0, 35, 9][..],
+        ] {
             assert!(
                 matches!(
                     read_api_versions(&peer, Bytes::copy_from_slice(bytes), 3),
