@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! testkit up [--brokers N] [--detach]     prints `bootstrap=HOST:PORT,...`
+//! testkit up --direct ...                  and `direct=HOST:PORT,...` (no fault proxy)
 //! testkit status | down
 //! testkit kill N | stop N | restart N     nodes numbered from 1
 //! testkit proxy N latency MS | cut | blackhole | reject | heal
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use testkit::{Cluster, ClusterConfig};
+use testkit::{Cluster, ClusterConfig, ExtraListener};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -54,8 +55,14 @@ enum Cmd {
         /// benchmarks).
         #[arg(long, default_value = "fast")]
         jvm: String,
+        /// Also give every node a listener that bypasses the fault proxy and is advertised as
+        /// itself (so Metadata answers through it name it too), and print
+        /// `direct=HOST:PORT,...` after the bootstrap line. Proxy faults do not reach clients
+        /// that bootstrap there.
+        #[arg(long)]
+        direct: bool,
     },
-    /// Stop the detached cluster and its daemon.
+    /// Stop the detached cluster and its daemon (succeeds if none is running).
     Down,
     /// Fetch the pinned Kafka distribution into the cache (Maven) and print its folder.
     Fetch,
@@ -84,7 +91,21 @@ enum Cmd {
         props: Vec<String>,
         #[arg(long)]
         jvm: String,
+        #[arg(long)]
+        direct: bool,
     },
+}
+
+/// Name of the extra listener of `up --direct`.
+const DIRECT_LISTENER: &str = "DIRECT";
+
+/// What `up` was asked for.
+struct UpArgs<'a> {
+    brokers: usize,
+    timeout: u64,
+    props: &'a [String],
+    jvm: &'a str,
+    direct: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,6 +115,9 @@ struct State {
     bootstrap: String,
     run_dir: String,
     brokers: usize,
+    /// `up --direct`: the direct listeners' addresses.
+    #[serde(default)]
+    direct: Option<String>,
 }
 
 fn state_path(cli: &Option<PathBuf>) -> PathBuf {
@@ -163,24 +187,41 @@ async fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Up {
             brokers,
-            detach: true,
+            detach,
             timeout,
             props,
             jvm,
-        } => up_detached(&state, brokers, timeout, &props, &jvm),
-        Cmd::Up {
-            brokers,
-            detach: false,
-            timeout,
-            props,
-            jvm,
-        } => own(&state, brokers, timeout, &props, &jvm).await,
+            direct,
+        } => {
+            let up = UpArgs {
+                brokers,
+                timeout,
+                props: &props,
+                jvm: &jvm,
+                direct,
+            };
+            if detach {
+                up_detached(&state, &up)
+            } else {
+                own(&state, &up).await
+            }
+        }
         Cmd::Daemon {
             brokers,
             timeout,
             props,
             jvm,
-        } => own(&state, brokers, timeout, &props, &jvm).await,
+            direct,
+        } => {
+            let up = UpArgs {
+                brokers,
+                timeout,
+                props: &props,
+                jvm: &jvm,
+                direct,
+            };
+            own(&state, &up).await
+        }
         Cmd::Down => down(&state).await,
         Cmd::Fetch => {
             let version = testkit::dist::kafka_version();
@@ -210,14 +251,16 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Spawns the daemon, relays its output until the bootstrap line, then returns.
-fn up_detached(
-    state: &Path,
-    brokers: usize,
-    timeout: u64,
-    props: &[String],
-    jvm: &str,
-) -> Result<(), String> {
+/// Spawns the daemon, relays its output until the bootstrap line (and the direct line with
+/// `--direct`), then returns.
+fn up_detached(state: &Path, up: &UpArgs) -> Result<(), String> {
+    let UpArgs {
+        brokers,
+        timeout,
+        props,
+        jvm,
+        direct,
+    } = *up;
     parse_props(props)?;
     jvm_opts(jvm)?;
     if let Ok(s) = read_state(state) {
@@ -245,6 +288,9 @@ fn up_detached(
     for p in props {
         cmd.arg("--prop").arg(p);
     }
+    if direct {
+        cmd.arg("--direct");
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));
@@ -259,7 +305,8 @@ fn up_detached(
     for line in BufReader::new(out).lines() {
         let Ok(line) = line else { break };
         println!("{line}");
-        if line.starts_with("bootstrap=") {
+        let last = if direct { "direct=" } else { "bootstrap=" };
+        if line.starts_with(last) {
             let _ = std::io::stdout().flush();
             return Ok(());
         }
@@ -274,13 +321,14 @@ fn up_detached(
 
 /// Owns a cluster: starts it, prints its addresses, serves the control port until `down` or a
 /// signal, then shuts it down.
-async fn own(
-    state: &Path,
-    brokers: usize,
-    timeout: u64,
-    props: &[String],
-    jvm: &str,
-) -> Result<(), String> {
+async fn own(state: &Path, up: &UpArgs<'_>) -> Result<(), String> {
+    let UpArgs {
+        brokers,
+        timeout,
+        props,
+        jvm,
+        direct,
+    } = *up;
     if let Ok(s) = read_state(state) {
         return Err(format!(
             "a cluster is already up (pid {}, bootstrap={}); run `testkit down` first",
@@ -291,6 +339,12 @@ async fn own(
     config.start_timeout = Duration::from_secs(timeout);
     config.broker_properties = parse_props(props)?;
     config.jvm_opts = Some(jvm_opts(jvm)?);
+    if direct {
+        config.extra_listeners.push(ExtraListener {
+            name: DIRECT_LISTENER.into(),
+            security_protocol: "PLAINTEXT".into(),
+        });
+    }
     let started = Instant::now();
     let cluster = Cluster::start(config).await.map_err(|e| e.to_string())?;
     let elapsed = started.elapsed();
@@ -306,6 +360,7 @@ async fn own(
         bootstrap: cluster.bootstrap(),
         run_dir: cluster.run_dir().display().to_string(),
         brokers,
+        direct: direct_addrs(&cluster),
     };
     if let Some(dir) = state.parent() {
         let _ = std::fs::create_dir_all(dir);
@@ -320,6 +375,9 @@ async fn own(
         let _ = writeln!(out, "run_dir={}", st.run_dir);
         let _ = writeln!(out, "started_in_ms={}", elapsed.as_millis());
         let _ = writeln!(out, "bootstrap={}", st.bootstrap);
+        if let Some(d) = &st.direct {
+            let _ = writeln!(out, "direct={d}");
+        }
         let _ = out.flush();
     }
     eprintln!(
@@ -351,6 +409,19 @@ async fn own(
         }
     }
     Ok(())
+}
+
+/// The nodes' direct listener addresses (`up --direct`), comma-separated.
+fn direct_addrs(cluster: &Cluster) -> Option<String> {
+    let ports: Option<Vec<String>> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            n.listener_port(DIRECT_LISTENER)
+                .map(|p| format!("127.0.0.1:{p}"))
+        })
+        .collect();
+    ports.map(|p| p.join(","))
 }
 
 /// Serves one control connection; returns true when asked to shut down.
@@ -389,8 +460,14 @@ async fn handle(words: &[&str], cluster: &Cluster) -> Result<Option<String>, Str
             let mut out = String::new();
             for n in cluster.nodes() {
                 let pid = n.pid().map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                // The CLIENT listener itself is advertised as the proxy's address: a client
+                // bootstrapping there would be sent through the proxy anyway.
+                let direct = n
+                    .listener_port(DIRECT_LISTENER)
+                    .map(|p| format!(" direct=127.0.0.1:{p}"))
+                    .unwrap_or_default();
                 out.push_str(&format!(
-                    "node {} {} pid={} addr={} direct={} proxy: {}\n",
+                    "node {} {} pid={} addr={}{direct} unproxied_client={} proxy: {}\n",
                     n.id(),
                     n.state(),
                     pid,
@@ -401,6 +478,9 @@ async fn handle(words: &[&str], cluster: &Cluster) -> Result<Option<String>, Str
             }
             out.push_str(&format!("run_dir={}\n", cluster.run_dir().display()));
             out.push_str(&format!("bootstrap={}\n", cluster.bootstrap()));
+            if let Some(d) = direct_addrs(cluster) {
+                out.push_str(&format!("direct={d}\n"));
+            }
             Ok(Some(out))
         }
         Some("kill") => {
@@ -471,7 +551,23 @@ async fn send(st: &State, cmd: &str, timeout: Duration) -> Result<String, String
 }
 
 async fn down(state: &Path) -> Result<(), String> {
-    let st = read_state(state)?;
+    if !state.exists() {
+        eprintln!(
+            "testkit: no cluster is running (no state file {})",
+            state.display()
+        );
+        return Ok(());
+    }
+    let st = match read_state(state) {
+        Ok(st) => st,
+        // The owner is gone (read_state removed its stale state file): nothing to stop.
+        Err(e) if !state.exists() => {
+            let why = e.strip_prefix("no cluster is up ").unwrap_or(&e);
+            eprintln!("testkit: no cluster is running {why}");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     send(&st, "down", Duration::from_secs(10)).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while pid_alive(st.pid) {

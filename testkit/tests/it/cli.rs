@@ -1,5 +1,5 @@
-//! The `testkit` binary: detached up/status/kill/restart/down, and brokers dying with a
-//! SIGKILLed owner.
+//! The `testkit` binary: detached up (with direct listeners)/status/kill/restart/down, `down`
+//! with nothing running, and brokers dying with a SIGKILLed owner.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -35,6 +35,42 @@ fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|l| l.strip_prefix(key))
 }
 
+/// Brokers as a Metadata answer from `addr` advertises them.
+fn advertised(addr: &str) -> Vec<String> {
+    let addr: std::net::SocketAddr = addr.parse().expect("an address");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let view = rt
+        .block_on(testkit::probe::metadata(addr, Duration::from_secs(10)))
+        .expect("metadata");
+    view.brokers.into_iter().map(|(_, a)| a).collect()
+}
+
+#[test]
+fn down_with_nothing_running_says_so_and_succeeds() {
+    let dir = scratch("down-idle");
+    let state = dir.join("state.json");
+    let (ok, out, err) = run(&state, &["down"]);
+    assert!(ok, "down with nothing running failed: {out}{err}");
+    assert!(err.contains("testkit: no cluster is running"), "{err}");
+    // Neither colours nor other escapes on a pipe.
+    assert!(!err.contains('\x1b') && !out.contains('\x1b'), "{err:?}");
+
+    // A stale state file of an owner that is gone: the same, and the file is removed.
+    std::fs::write(
+        &state,
+        r#"{"pid": 4194304, "control": "127.0.0.1:9", "bootstrap": "127.0.0.1:9", "run_dir": "/nonexistent", "brokers": 1}"#,
+    )
+    .expect("write a stale state file");
+    let (ok, out, err) = run(&state, &["down"]);
+    assert!(ok, "down with a stale state file failed: {out}{err}");
+    assert!(err.contains("no cluster is running"), "{err}");
+    assert!(!state.exists(), "stale state file left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn detached_up_status_kill_restart_down() {
     let dir = scratch("detached");
@@ -42,7 +78,15 @@ fn detached_up_status_kill_restart_down() {
     let t = Instant::now();
     let (ok, out, err) = run(
         &state,
-        &["up", "--brokers", "1", "--detach", "--timeout", "150"],
+        &[
+            "up",
+            "--brokers",
+            "1",
+            "--detach",
+            "--timeout",
+            "150",
+            "--direct",
+        ],
     );
     assert!(ok, "up failed: {out}\n{err}");
     eprintln!("detached up in {:?}", t.elapsed());
@@ -50,6 +94,17 @@ fn detached_up_status_kill_restart_down() {
         .expect("bootstrap line")
         .to_string();
     assert!(bootstrap.starts_with("127.0.0.1:"), "{bootstrap}");
+    // --direct: a second line; the node advertises its direct listener as itself there, and
+    // the proxy's address on the bootstrap one.
+    let direct = field(&out, "direct=")
+        .unwrap_or_else(|| panic!("no direct line in {out}"))
+        .to_string();
+    assert!(
+        direct.starts_with("127.0.0.1:") && direct != bootstrap,
+        "{direct}"
+    );
+    assert_eq!(advertised(&direct), vec![direct.clone()]);
+    assert_eq!(advertised(&bootstrap), vec![bootstrap.clone()]);
     let run_dir = PathBuf::from(field(&out, "run_dir=").expect("run_dir line"));
     assert!(state.is_file());
     assert_eq!(javas_of(&run_dir).len(), 1);
@@ -62,6 +117,7 @@ fn detached_up_status_kill_restart_down() {
     assert!(ok, "{err}");
     assert!(out.contains("node 1 running"), "{out}");
     assert_eq!(field(&out, "bootstrap="), Some(bootstrap.as_str()));
+    assert_eq!(field(&out, "direct="), Some(direct.as_str()));
 
     let (ok, out, err) = run(&state, &["proxy", "1", "latency", "25"]);
     assert!(ok && out.contains("latency=25ms"), "{out}{err}");
@@ -89,6 +145,8 @@ fn detached_up_status_kill_restart_down() {
     );
     let (ok, _, err) = run(&state, &["status"]);
     assert!(!ok && err.contains("no cluster is up"), "{err}");
+    let (ok, _, err) = run(&state, &["down"]);
+    assert!(ok && err.contains("no cluster is running"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
