@@ -5,20 +5,22 @@
 //! kfk -b ... topic create events --partitions 12 --rf 1
 //! seq 1 1000 | kfk -b ... produce events --compression zstd
 //! kfk -b ... consume events --from-beginning --count 1000 --format '%p %o %k %v'
-//! kfk -b ... consume events --group readers --from-beginning --idle-exit 5
-//! kfk -b ... offsets events
+//! kfk -b ... consume events --group readers --from earliest --idle-exit 5
+//! kfk -b ... offsets events --records
 //! kfk -b ... group list
 //! kfk -b ... group describe my-group
 //! kfk -b ... group offsets my-group
-//! kfk -b ... copy events events-copy --group copiers --transactional --from-beginning
+//! kfk -b ... copy events events-copy --group copiers --transactional
 //! ```
 //!
 //! Exit codes: 0 success, 1 failure (a broker or connection error, a record not acknowledged),
-//! 2 bad usage (from the argument parser). Security and tuning settings are Java-style
-//! properties given with `-X key=value` or `--config-file`.
+//! 2 bad usage (from the argument parser), 130 / 143 after SIGINT / SIGTERM (`produce`,
+//! `consume` and `copy` finish gracefully on the first: see [`signals`]). Security and tuning
+//! settings are Java-style properties given with `-X key=value` or `--config-file`.
 #![forbid(unsafe_code)]
 
 mod format;
+mod signals;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -30,7 +32,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use kafka_client::admin::{Admin, ConfigResource, NewTopic};
-use kafka_client::config::{ClientConfig, ConfigError, ConsumerConfig, ProducerConfig};
+use kafka_client::config::{
+    ClientConfig, ConfigError, ConsumerConfig, IsolationLevel, ProducerConfig,
+};
 use kafka_client::consumer::{Consumer, RebalanceHooks};
 use kafka_client::group::BoxFuture;
 use kafka_client::offsets::list_offsets;
@@ -73,10 +77,19 @@ enum Cmd {
     Produce(ProduceArgs),
     /// Print records of a topic, one per line.
     Consume(ConsumeArgs),
-    /// Earliest and latest offsets of each partition of a topic.
+    /// Earliest and latest offsets of each partition of a topic, and how many offsets lie
+    /// between them. Offsets are not records: transaction markers take an offset each, and
+    /// compaction leaves gaps; `--records` counts the records.
     Offsets {
         /// Topic name.
         topic: String,
+        /// Also read every partition from its earliest to its latest offset and count the data
+        /// records: `records` (read_uncommitted: every record, including those of aborted and
+        /// open transactions), `committed` (what a read_committed consumer sees) and
+        /// `non-record` (offsets without a data record: transaction markers, compacted-away
+        /// records). Reads the whole topic twice.
+        #[arg(long)]
+        records: bool,
     },
     /// List consumer groups, describe one, or show its committed offsets and lag.
     Group {
@@ -110,12 +123,68 @@ struct CopyArgs {
     /// Commit (end the transaction) this often, in milliseconds.
     #[arg(long, default_value_t = 100, value_name = "MS")]
     commit_interval: u64,
-    /// Partitions without a committed offset start at the earliest offset (default: latest).
-    #[arg(long)]
+    /// Where partitions without a committed offset start: `earliest` (the default),
+    /// `latest`, or a time in milliseconds since the epoch (the first record at or after it).
+    #[arg(long, value_name = "earliest|latest|MS", value_parser = parse_start,
+          conflicts_with = "from_beginning")]
+    from: Option<StartAt>,
+    /// Alias of `--from earliest`.
+    #[arg(long, hide = true)]
     from_beginning: bool,
     /// Exit after this many seconds without an input record.
     #[arg(long, value_name = "SECS")]
     idle_exit: Option<f64>,
+}
+
+/// Where a partition starts when nothing else says (`--from`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StartAt {
+    Earliest,
+    Latest,
+    /// The first record at or after this time (ms since the epoch); the end if none.
+    Timestamp(i64),
+}
+
+impl StartAt {
+    /// `--from` if given, else `--from-beginning`, else `default`.
+    fn pick(from: Option<StartAt>, from_beginning: bool, default: StartAt) -> StartAt {
+        match (from, from_beginning) {
+            (Some(s), _) => s,
+            (None, true) => StartAt::Earliest,
+            (None, false) => default,
+        }
+    }
+
+    fn offset(self) -> Offset {
+        match self {
+            StartAt::Earliest => Offset::Earliest,
+            StartAt::Latest => Offset::Latest,
+            StartAt::Timestamp(ts) => Offset::Timestamp(ts),
+        }
+    }
+
+    /// The `auto.offset.reset` of a group member starting here. A timestamp is sought by
+    /// [`GroupHooks::on_assigned`]; earliest is the fallback when that lookup fails (reading
+    /// more, never skipping).
+    fn auto_offset_reset(self) -> &'static str {
+        match self {
+            StartAt::Latest => "latest",
+            StartAt::Earliest | StartAt::Timestamp(_) => "earliest",
+        }
+    }
+}
+
+fn parse_start(s: &str) -> Result<StartAt, String> {
+    match s {
+        "earliest" | "beginning" => Ok(StartAt::Earliest),
+        "latest" | "end" => Ok(StartAt::Latest),
+        _ => match s.parse::<i64>() {
+            Ok(ts) if ts >= 0 => Ok(StartAt::Timestamp(ts)),
+            _ => Err(format!(
+                "expected earliest, latest or a time in milliseconds since the epoch, got {s:?}"
+            )),
+        },
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,7 +286,13 @@ struct ProduceArgs {
 struct ConsumeArgs {
     /// Topic name.
     topic: String,
-    /// Start at the earliest offset (default: only new records).
+    /// Where to start: `earliest`, `latest` (the default: only new records) or a time in
+    /// milliseconds since the epoch (the first record at or after it). With `--group`: where
+    /// partitions without a committed offset start.
+    #[arg(long, value_name = "earliest|latest|MS", value_parser = parse_start,
+          conflicts_with = "from_beginning")]
+    from: Option<StartAt>,
+    /// Alias of `--from earliest`.
     #[arg(long)]
     from_beginning: bool,
     /// Isolation level.
@@ -233,9 +308,9 @@ struct ConsumeArgs {
     #[arg(long, conflicts_with = "group")]
     partition: Option<i32>,
     /// Consume as a member of this consumer group: partitions are shared with the group's other
-    /// members, reading starts at the group's committed offsets (`--from-beginning`: at the
-    /// earliest offset of partitions without one), and the offsets of the records printed are
-    /// committed as they are printed, at a rebalance and at exit.
+    /// members, reading starts at the group's committed offsets (at `--from` for partitions
+    /// without one), and the offsets of the records printed are committed as they are printed,
+    /// at a rebalance and at exit (also after SIGINT / SIGTERM).
     #[arg(long)]
     group: Option<String>,
     /// Output format: %t topic, %p partition, %o offset, %T timestamp (ms), %k key, %v value,
@@ -268,38 +343,73 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure(msg)) => {
-            eprintln!("kfk: {msg}");
-            ExitCode::FAILURE
-        }
+    let (result, stop) = runtime.block_on(run(cli));
+    // Do not wait for the blocking thread that may still be reading standard input.
+    runtime.shutdown_background();
+    if let Err(Failure(msg)) = &result {
+        eprintln!("kfk: {msg}");
+    }
+    match (stop.requested(), result) {
+        (Some(code), _) => ExitCode::from(code),
+        (None, Ok(())) => ExitCode::SUCCESS,
+        (None, Err(_)) => ExitCode::FAILURE,
     }
 }
 
+/// Whether log lines on stderr may use ANSI colours: only on a terminal, and not when
+/// `NO_COLOR` is set to anything but the empty string (<https://no-color.org>).
+fn use_ansi(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logging(level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("KFK_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("warn"));
+    let ansi = use_ansi(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
-async fn run(cli: Cli) -> CliResult {
+/// Runs the command; also returns the stop that a signal may have triggered (its exit code
+/// wins over the result's).
+async fn run(cli: Cli) -> (CliResult, signals::Stop) {
+    let long_running = matches!(cli.cmd, Cmd::Produce(_) | Cmd::Consume(_) | Cmd::Copy(_));
+    let stop = if long_running {
+        match signals::Stop::on_signals() {
+            Ok(s) => s,
+            Err(e) => {
+                let e = Failure(format!("cannot install the signal handlers: {e}"));
+                return (Err(e), signals::Stop::never());
+            }
+        }
+    } else {
+        signals::Stop::never()
+    };
+    let result = dispatch(cli, &stop).await;
+    (result, stop)
+}
+
+async fn dispatch(cli: Cli, stop: &signals::Stop) -> CliResult {
     let props = properties(&cli)?;
     match cli.cmd {
         Cmd::Metadata => metadata(client_config(&props)?).await,
         Cmd::Topic { cmd } => topic(client_config(&props)?, cmd).await,
-        Cmd::Produce(args) => produce(&props, args).await,
-        Cmd::Consume(args) => consume(&props, args).await,
-        Cmd::Offsets { topic } => offsets(client_config(&props)?, &topic).await,
+        Cmd::Produce(args) => produce(&props, args, stop).await,
+        Cmd::Consume(args) => consume(&props, args, stop).await,
+        Cmd::Offsets { topic, records } => offsets(&props, &topic, records).await,
         Cmd::Group { cmd } => group(client_config(&props)?, cmd).await,
-        Cmd::Copy(args) => copy(&props, args).await,
+        Cmd::Copy(args) => copy(&props, args, stop).await,
     }
 }
 
@@ -478,7 +588,7 @@ async fn describe(admin: &Admin, name: &str) -> CliResult {
     Ok(())
 }
 
-async fn produce(props: &[(String, String)], args: ProduceArgs) -> CliResult {
+async fn produce(props: &[(String, String)], args: ProduceArgs, stop: &signals::Stop) -> CliResult {
     let mut props = props.to_vec();
     let codec = match args.compression {
         Compression::None => "none",
@@ -528,7 +638,16 @@ async fn produce(props: &[(String, String)], args: ProduceArgs) -> CliResult {
     let mut lines = stdin.split(b'\n');
     let mut n = 0u64;
     let mut input_error = None;
-    while let Some(line) = lines.next_segment().await? {
+    loop {
+        // A signal stops the reading; what was read is still sent and flushed below.
+        let line = tokio::select! {
+            biased;
+            _ = stop.wait() => break,
+            line = lines.next_segment() => match line? {
+                Some(line) => line,
+                None => break,
+            },
+        };
         n += 1;
         let line = line.strip_suffix(b"\r").unwrap_or(&line).to_vec();
         let mut record = ProducerRecord::new(args.topic.clone());
@@ -575,7 +694,7 @@ async fn produce(props: &[(String, String)], args: ProduceArgs) -> CliResult {
     Ok(())
 }
 
-async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
+async fn consume(props: &[(String, String)], args: ConsumeArgs, stop: &signals::Stop) -> CliResult {
     let mut props = props.to_vec();
     props.push((
         "isolation.level".into(),
@@ -586,11 +705,10 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
         .into(),
     ));
     props.push(("enable.auto.commit".into(), "false".into()));
+    let start = StartAt::pick(args.from, args.from_beginning, StartAt::Latest);
     if let Some(g) = &args.group {
         props.push(("group.id".into(), g.clone()));
-        if args.from_beginning {
-            props.push(("auto.offset.reset".into(), "earliest".into()));
-        }
+        props.push(("auto.offset.reset".into(), start.auto_offset_reset().into()));
     }
     let fmt = format::Format::parse(&args.format).map_err(Failure)?;
     let cfg = build(&props, |c: &mut ConsumerConfig, k, v| {
@@ -599,10 +717,12 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
     let consumer = Consumer::new(cfg).await?;
     let meta = consumer.client().topic(&args.topic).await?;
     let printed_upto = Arc::new(Mutex::new(BTreeMap::new()));
-    if args.group.is_some() {
-        consumer.set_rebalance_hooks(Arc::new(CommitPrinted {
-            printed: printed_upto.clone(),
-        }));
+    if let Some(group) = &args.group {
+        consumer.set_rebalance_hooks(Arc::new(GroupHooks::new(
+            group,
+            start,
+            Some(printed_upto.clone()),
+        )));
         consumer.subscribe([args.topic.clone()]).await?;
     }
     let partitions: Vec<TopicPartition> = match args.partition {
@@ -624,13 +744,8 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
     };
     if args.group.is_none() {
         consumer.assign(partitions.clone()).await?;
-        let start = if args.from_beginning {
-            Offset::Earliest
-        } else {
-            Offset::Latest
-        };
         for tp in &partitions {
-            consumer.seek(tp, start).await?;
+            consumer.seek(tp, start.offset()).await?;
         }
     }
     let idle = args
@@ -659,7 +774,12 @@ async fn consume(props: &[(String, String)], args: ConsumeArgs) -> CliResult {
             }
             None => Duration::from_millis(500),
         };
-        let records = match consumer.poll(wait).await {
+        let polled = tokio::select! {
+            biased;
+            _ = stop.wait() => break Ok(()),
+            r = consumer.poll(wait) => r,
+        };
+        let records = match polled {
             Ok(r) => r,
             Err(e) => break Err(e.into()),
         };
@@ -714,14 +834,13 @@ fn copied(r: &kafka_client::ConsumerRecord, dst: &str, same_partition: bool) -> 
     out
 }
 
-async fn copy(props: &[(String, String)], args: CopyArgs) -> CliResult {
+async fn copy(props: &[(String, String)], args: CopyArgs, stop: &signals::Stop) -> CliResult {
     let mut props = props.to_vec();
     props.push(("group.id".into(), args.group.clone()));
     props.push(("enable.auto.commit".into(), "false".into()));
     props.push(("isolation.level".into(), "read_committed".into()));
-    if args.from_beginning {
-        props.push(("auto.offset.reset".into(), "earliest".into()));
-    }
+    let start = StartAt::pick(args.from, args.from_beginning, StartAt::Earliest);
+    props.push(("auto.offset.reset".into(), start.auto_offset_reset().into()));
     if args.transactional {
         let id = args.transactional_id.clone().unwrap_or_else(|| {
             let n = std::time::SystemTime::now()
@@ -747,16 +866,32 @@ async fn copy(props: &[(String, String)], args: CopyArgs) -> CliResult {
     }
     let interval = Duration::from_millis(args.commit_interval.max(1));
     let mut stats = CopyStats::default();
+    let copy = CopyJob {
+        args: &args,
+        hooks: Arc::new(GroupHooks::new(&args.group, start, None)),
+        idle,
+        interval,
+        stop,
+    };
     let result = if args.transactional {
-        copy_transactional(ccfg, pcfg, &args, idle, interval, &mut stats).await
+        copy_transactional(ccfg, pcfg, &copy, &mut stats).await
     } else {
-        copy_at_least_once(ccfg, pcfg, &args, idle, interval, &mut stats).await
+        copy_at_least_once(ccfg, pcfg, &copy, &mut stats).await
     };
     eprintln!(
         "kfk: copied {} records in {} transactions ({} aborted)",
         stats.copied, stats.commits, stats.aborts
     );
     result
+}
+
+/// What both kinds of copy loop need.
+struct CopyJob<'a> {
+    args: &'a CopyArgs,
+    hooks: Arc<GroupHooks>,
+    idle: Option<Duration>,
+    interval: Duration,
+    stop: &'a signals::Stop,
 }
 
 #[derive(Default)]
@@ -797,13 +932,19 @@ fn next_wait(
 async fn copy_transactional(
     ccfg: ConsumerConfig,
     pcfg: ProducerConfig,
-    args: &CopyArgs,
-    idle: Option<Duration>,
-    interval: Duration,
+    copy: &CopyJob<'_>,
     stats: &mut CopyStats,
 ) -> CliResult {
+    let CopyJob {
+        args,
+        idle,
+        interval,
+        stop,
+        ..
+    } = *copy;
     let session = TransactSession::new(ccfg, pcfg).await?;
     let same = same_partitions(session.producer().client(), &args.src, &args.dst).await?;
+    session.set_rebalance_hooks(copy.hooks.clone());
     session.subscribe([args.src.clone()]).await?;
     let mut last_record = Instant::now();
     // When the open transaction read its first record (it ends `interval` later).
@@ -813,7 +954,14 @@ async fn copy_transactional(
         let Some(wait) = next_wait(idle, last_record, txn_started, interval) else {
             break Ok(());
         };
-        let records = match session.poll(wait).await {
+        // After a signal: every record polled has been sent; the open transaction is
+        // committed below and the session closed (leaving the group).
+        let polled = tokio::select! {
+            biased;
+            _ = stop.wait() => break Ok(()),
+            r = session.poll(wait) => r,
+        };
+        let records = match polled {
             Ok(r) => r,
             Err(e) => break Err(e.into()),
         };
@@ -865,14 +1013,20 @@ async fn copy_transactional(
 async fn copy_at_least_once(
     ccfg: ConsumerConfig,
     pcfg: ProducerConfig,
-    args: &CopyArgs,
-    idle: Option<Duration>,
-    interval: Duration,
+    copy: &CopyJob<'_>,
     stats: &mut CopyStats,
 ) -> CliResult {
+    let CopyJob {
+        args,
+        idle,
+        interval,
+        stop,
+        ..
+    } = *copy;
     let producer = Producer::new(pcfg).await?;
     let consumer = Consumer::new(ccfg).await?;
     let same = same_partitions(producer.client(), &args.src, &args.dst).await?;
+    consumer.set_rebalance_hooks(copy.hooks.clone());
     consumer.subscribe([args.src.clone()]).await?;
     let mut last_record = Instant::now();
     let mut batch_started: Option<Instant> = None;
@@ -881,10 +1035,20 @@ async fn copy_at_least_once(
     let result: CliResult = async {
         loop {
             let wait = next_wait(idle, last_record, batch_started, interval);
+            let mut stopped = false;
             let records = match wait {
-                Some(w) => consumer.poll(w).await?,
+                Some(w) => tokio::select! {
+                    biased;
+                    _ = stop.wait() => {
+                        stopped = true;
+                        Vec::new()
+                    }
+                    r = consumer.poll(w) => r?,
+                },
                 None => Vec::new(),
             };
+            // Idle long enough, or a signal: flush, commit and end.
+            let finishing = wait.is_none() || stopped;
             if !records.is_empty() {
                 last_record = Instant::now();
                 batch_started.get_or_insert_with(Instant::now);
@@ -897,7 +1061,7 @@ async fn copy_at_least_once(
                 );
             }
             let due = batch_started.is_some_and(|t| t.elapsed() >= interval);
-            if due || (wait.is_none() && !deliveries.is_empty()) {
+            if due || (finishing && !deliveries.is_empty()) {
                 producer.flush().await?;
                 for d in deliveries.drain(..) {
                     d.await?;
@@ -907,7 +1071,7 @@ async fn copy_at_least_once(
                 stats.commits += 1;
                 batch_started = None;
             }
-            if wait.is_none() {
+            if finishing {
                 return Ok(());
             }
         }
@@ -936,20 +1100,125 @@ async fn commit_printed(
     })
 }
 
-/// `kfk consume --group`: at a revocation, commits what was printed from the partitions given up.
-struct CommitPrinted {
-    printed: Arc<Mutex<BTreeMap<TopicPartition, i64>>>,
+/// The rebalance hooks of a group member (`consume --group`, `copy`): where partitions without
+/// a committed offset start (`--from`), and, for `consume --group`, committing at a revocation
+/// what was printed from the partitions given up.
+struct GroupHooks {
+    group: String,
+    start: StartAt,
+    /// `consume --group`: the offset after the last record printed, per partition.
+    printed: Option<Arc<Mutex<BTreeMap<TopicPartition, i64>>>>,
+    /// Partitions already reported as starting at the latest offset.
+    reported: Arc<Mutex<std::collections::BTreeSet<TopicPartition>>>,
 }
 
-impl RebalanceHooks for CommitPrinted {
+/// How long an assignment hook waits for the group's committed offsets.
+const COMMITTED_LOOKUP: Duration = Duration::from_secs(5);
+
+impl GroupHooks {
+    fn new(
+        group: &str,
+        start: StartAt,
+        printed: Option<Arc<Mutex<BTreeMap<TopicPartition, i64>>>>,
+    ) -> GroupHooks {
+        GroupHooks {
+            group: group.to_string(),
+            start,
+            printed,
+            reported: Default::default(),
+        }
+    }
+}
+
+/// `t-0, t-1, t-2` (at most 12, then how many more).
+fn partition_list(tps: &[TopicPartition]) -> String {
+    let mut s: Vec<String> = tps.iter().take(12).map(ToString::to_string).collect();
+    if tps.len() > 12 {
+        s.push(format!("and {} more", tps.len() - 12));
+    }
+    s.join(", ")
+}
+
+impl RebalanceHooks for GroupHooks {
+    fn on_assigned<'a>(
+        &'a self,
+        consumer: &'a Consumer,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            match self.start {
+                // auto.offset.reset does it.
+                StartAt::Earliest => {}
+                StartAt::Latest => {
+                    // Only a notice: looked up beside the group's own fetch, not holding the
+                    // rebalance up.
+                    let consumer = consumer.clone();
+                    let tps = partitions.to_vec();
+                    let reported = self.reported.clone();
+                    let group = self.group.clone();
+                    tokio::spawn(async move {
+                        let Ok(Ok(committed)) =
+                            tokio::time::timeout(COMMITTED_LOOKUP, consumer.committed(&tps)).await
+                        else {
+                            return;
+                        };
+                        let fresh: Vec<TopicPartition> = {
+                            let mut reported = reported.lock().unwrap();
+                            committed
+                                .into_iter()
+                                .filter(|(_, o)| o.is_none())
+                                .map(|(tp, _)| tp)
+                                .filter(|tp| reported.insert(tp.clone()))
+                                .collect()
+                        };
+                        if !fresh.is_empty() {
+                            eprintln!(
+                                "kfk: group {group} has no committed offset for {}; starting at the latest offset (use --from earliest to read existing records)",
+                                partition_list(&fresh)
+                            );
+                        }
+                    });
+                }
+                StartAt::Timestamp(ts) => {
+                    // Seeking a pending partition here starts it there instead of at its
+                    // committed offset, so only those without one are sought.
+                    let lookup =
+                        tokio::time::timeout(COMMITTED_LOOKUP, consumer.committed(partitions))
+                            .await;
+                    let committed = match lookup {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => {
+                            eprintln!("kfk: warning: cannot look up the committed offsets of {} ({e}); those without one start at the earliest offset", partition_list(partitions));
+                            return;
+                        }
+                        Err(_) => {
+                            eprintln!("kfk: warning: no committed offsets of {} within {COMMITTED_LOOKUP:?}; those without one start at the earliest offset", partition_list(partitions));
+                            return;
+                        }
+                    };
+                    for (tp, offset) in committed {
+                        if offset.is_none() {
+                            if let Err(e) = consumer.seek(&tp, Offset::Timestamp(ts)).await {
+                                eprintln!("kfk: warning: cannot start {tp} at time {ts} ({e}); it starts at the earliest offset");
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    }
+
     fn on_revoked<'a>(
         &'a self,
         consumer: &'a Consumer,
         partitions: &'a [TopicPartition],
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let Some(printed) = &self.printed else {
+                return;
+            };
             let offsets: Vec<(TopicPartition, i64)> = {
-                let mut printed = self.printed.lock().unwrap();
+                let mut printed = printed.lock().unwrap();
                 partitions
                     .iter()
                     .filter_map(|tp| printed.remove(tp).map(|o| (tp.clone(), o)))
@@ -969,9 +1238,11 @@ impl RebalanceHooks for CommitPrinted {
         partitions: &'a [TopicPartition],
     ) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let mut printed = self.printed.lock().unwrap();
-            for tp in partitions {
-                printed.remove(tp);
+            if let Some(printed) = &self.printed {
+                let mut printed = printed.lock().unwrap();
+                for tp in partitions {
+                    printed.remove(tp);
+                }
             }
         })
     }
@@ -992,41 +1263,139 @@ async fn finish_output(
     }
 }
 
-async fn offsets(cfg: ClientConfig, topic: &str) -> CliResult {
-    let client = Client::connect(cfg).await?;
+async fn offsets(props: &[(String, String)], topic: &str, records: bool) -> CliResult {
+    let client = Client::connect(client_config(props)?).await?;
     let meta = client.topic(topic).await?;
     let partitions: Vec<TopicPartition> = meta
         .partitions
         .iter()
         .map(|p| TopicPartition::new(topic, p.partition))
         .collect();
-    let isolation = Default::default();
     // ListOffsets takes one lookup per partition: earliest and latest are two requests.
-    let earliest: Vec<_> = partitions
-        .iter()
-        .map(|tp| (tp.clone(), Offset::Earliest))
-        .collect();
-    let latest: Vec<_> = partitions
-        .iter()
-        .map(|tp| (tp.clone(), Offset::Latest))
-        .collect();
-    let lo = list_offsets(&client, &earliest, isolation).await?;
-    let hi = list_offsets(&client, &latest, isolation).await?;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "partition\tearliest\tlatest\trecords")?;
-    let mut total = 0i64;
+    let lookup = |to: Offset| -> Vec<(TopicPartition, Offset)> {
+        partitions.iter().map(|tp| (tp.clone(), to)).collect()
+    };
+    let uncommitted = IsolationLevel::ReadUncommitted;
+    let lo = list_offsets(&client, &lookup(Offset::Earliest), uncommitted).await?;
+    let hi = list_offsets(&client, &lookup(Offset::Latest), uncommitted).await?;
+    let mut ranges = BTreeMap::new();
     for tp in &partitions {
         let (Some(l), Some(h)) = (lo.get(tp), hi.get(tp)) else {
             return Err(Failure(format!("no offsets returned for {tp}")));
         };
-        let n = (h.offset - l.offset).max(0);
-        total += n;
-        writeln!(out, "{}\t{}\t{}\t{n}", tp.partition, l.offset, h.offset)?;
+        ranges.insert(tp.clone(), (l.offset, h.offset));
     }
-    writeln!(out, "total\t\t\t{total}")?;
+    let counts = if records {
+        // The last stable offset: where a read_committed reader stops.
+        let lso = list_offsets(
+            &client,
+            &lookup(Offset::Latest),
+            IsolationLevel::ReadCommitted,
+        )
+        .await?;
+        let all = count_records(props, &ranges, IsolationLevel::ReadUncommitted, |tp| {
+            ranges[tp].1
+        })
+        .await?;
+        let committed = count_records(props, &ranges, IsolationLevel::ReadCommitted, |tp| {
+            lso.get(tp).map_or(ranges[tp].1, |o| o.offset)
+        })
+        .await?;
+        Some((all, committed))
+    } else {
+        None
+    };
     client.close();
+
+    let mut out = std::io::stdout().lock();
+    match &counts {
+        None => writeln!(out, "partition\tearliest\tlatest\toffsets")?,
+        Some(_) => writeln!(
+            out,
+            "partition\tearliest\tlatest\toffsets\trecords\tcommitted\tnon-record"
+        )?,
+    }
+    let (mut total, mut total_records, mut total_committed) = (0i64, 0u64, 0u64);
+    for (tp, (l, h)) in &ranges {
+        let n = (h - l).max(0);
+        total += n;
+        write!(out, "{}\t{l}\t{h}\t{n}", tp.partition)?;
+        if let Some((all, committed)) = &counts {
+            let (a, c) = (all[tp], committed[tp]);
+            total_records += a;
+            total_committed += c;
+            write!(out, "\t{a}\t{c}\t{}", n - a as i64)?;
+        }
+        writeln!(out)?;
+    }
+    write!(out, "total\t\t\t{total}")?;
+    if counts.is_some() {
+        write!(
+            out,
+            "\t{total_records}\t{total_committed}\t{}",
+            total - total_records as i64
+        )?;
+    }
+    writeln!(out)?;
     Ok(())
 }
+
+/// Reads each partition of `ranges` (earliest, latest) from its earliest offset up to
+/// `end(tp)` with `isolation` and counts the data records (control batches are not records).
+/// A partition also counts as read once nothing has come for [`COUNT_QUIET`] (its last offsets
+/// are then transaction markers that the consumer's position does not step over).
+async fn count_records(
+    props: &[(String, String)],
+    ranges: &BTreeMap<TopicPartition, (i64, i64)>,
+    isolation: IsolationLevel,
+    end: impl Fn(&TopicPartition) -> i64,
+) -> CliResult<BTreeMap<TopicPartition, u64>> {
+    let mut cfg = build(props, |c: &mut ConsumerConfig, k, v| c.apply_property(k, v))?;
+    cfg.isolation_level(isolation);
+    cfg.enable_auto_commit(false);
+    let consumer = Consumer::new(cfg).await?;
+    let mut counts: BTreeMap<TopicPartition, u64> =
+        ranges.keys().map(|tp| (tp.clone(), 0)).collect();
+    let todo: Vec<TopicPartition> = ranges
+        .iter()
+        .filter(|(tp, (l, _))| end(tp) > *l)
+        .map(|(tp, _)| tp.clone())
+        .collect();
+    let result: CliResult = async {
+        if todo.is_empty() {
+            return Ok(());
+        }
+        consumer.assign(todo.clone()).await?;
+        for tp in &todo {
+            consumer.seek(tp, Offset::At(ranges[tp].0)).await?;
+        }
+        let mut last_record = Instant::now();
+        loop {
+            let done = todo
+                .iter()
+                .all(|tp| consumer.position(tp).is_some_and(|p| p >= end(tp)));
+            if done || last_record.elapsed() >= COUNT_QUIET {
+                return Ok(());
+            }
+            let records = consumer.poll(Duration::from_millis(200)).await?;
+            if !records.is_empty() {
+                last_record = Instant::now();
+            }
+            for r in records {
+                let tp = TopicPartition::new(r.topic.as_ref(), r.partition);
+                if r.offset < end(&tp) {
+                    *counts.entry(tp).or_default() += 1;
+                }
+            }
+        }
+    }
+    .await;
+    consumer.close().await;
+    result.map(|()| counts)
+}
+
+/// See [`count_records`].
+const COUNT_QUIET: Duration = Duration::from_secs(3);
 
 async fn group(cfg: ClientConfig, cmd: GroupCmd) -> CliResult {
     let admin = Admin::new(cfg).await?;
@@ -1119,4 +1488,73 @@ async fn group_offsets(admin: &Admin, group: &str) -> CliResult {
     }
     writeln!(out, "total lag\t\t\t\t{total}")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(use_ansi(true, None));
+        // NO_COLOR set to the empty string counts as unset (no-color.org).
+        assert!(use_ansi(true, Some(OsStr::new(""))));
+        assert!(!use_ansi(true, Some(OsStr::new("1"))));
+        assert!(!use_ansi(false, None));
+        assert!(!use_ansi(false, Some(OsStr::new(""))));
+        assert!(!use_ansi(false, Some(OsStr::new("1"))));
+    }
+
+    #[test]
+    fn start_positions_parse_and_default() {
+        assert_eq!(parse_start("earliest"), Ok(StartAt::Earliest));
+        assert_eq!(parse_start("latest"), Ok(StartAt::Latest));
+        assert_eq!(
+            parse_start("1700000000000"),
+            Ok(StartAt::Timestamp(1_700_000_000_000))
+        );
+        assert!(parse_start("-5").is_err());
+        assert!(parse_start("yesterday").is_err());
+        assert_eq!(
+            StartAt::pick(None, false, StartAt::Earliest),
+            StartAt::Earliest
+        );
+        assert_eq!(StartAt::pick(None, false, StartAt::Latest), StartAt::Latest);
+        assert_eq!(
+            StartAt::pick(None, true, StartAt::Latest),
+            StartAt::Earliest
+        );
+        assert_eq!(
+            StartAt::pick(Some(StartAt::Latest), false, StartAt::Earliest),
+            StartAt::Latest
+        );
+        // A timestamp falls back to earliest (never skipping) if it cannot be sought.
+        assert_eq!(StartAt::Timestamp(5).auto_offset_reset(), "earliest");
+        assert_eq!(StartAt::Latest.auto_offset_reset(), "latest");
+    }
+
+    #[test]
+    fn copy_and_consume_parse_from_and_its_alias() {
+        let copy = |extra: &[&str]| {
+            let mut argv = vec!["kfk", "-b", "x:1", "copy", "a", "b", "--group", "g"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        let Cmd::Copy(a) = copy(&["--from", "latest"]).unwrap().cmd else {
+            panic!("copy")
+        };
+        assert_eq!(a.from, Some(StartAt::Latest));
+        let Cmd::Copy(a) = copy(&["--from-beginning"]).unwrap().cmd else {
+            panic!("copy")
+        };
+        assert!(a.from_beginning && a.from.is_none());
+        assert!(copy(&["--from", "latest", "--from-beginning"]).is_err());
+        assert!(copy(&["--from", "soon"]).is_err());
+        let c = Cli::try_parse_from(["kfk", "consume", "t", "--group", "g", "--from", "42"]);
+        let Cmd::Consume(a) = c.unwrap().cmd else {
+            panic!("consume")
+        };
+        assert_eq!(a.from, Some(StartAt::Timestamp(42)));
+    }
 }

@@ -1,8 +1,10 @@
-//! `kfk` end to end against the real broker: topic admin, produce from stdin, consume, offsets,
+//! `kfk` end to end against the real broker: topic admin, produce from stdin, consume, offsets
+//! (and records apart from transaction markers), start positions (`--from`), SIGINT/SIGTERM,
 //! and the failure modes (unknown topic, unreachable broker, bad flags, bad input).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn kfk(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
@@ -365,4 +367,533 @@ async fn failures_exit_non_zero_with_a_message() {
     let out = kfk(&format!("127.0.0.1:{port}"), &["metadata"], b"");
     assert_eq!(out.status.code(), Some(1));
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals, start positions, records vs offsets.
+
+/// A running `kfk` whose stdout lines and stderr are collected by threads.
+struct Running {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Running {
+    fn spawn(bootstrap: &str, args: &[&str]) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kfk"))
+            .arg("-b")
+            .arg(bootstrap)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kfk runs");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        let err = child.stderr.take().unwrap();
+        let e = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut e = e.lock().unwrap();
+                e.push_str(&line);
+                e.push('\n');
+            }
+        });
+        Running {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the exit (at most `limit`), then for the output threads to drain.
+    fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                return s;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "kfk still running after {limit:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` every 50 ms until it holds; panics with `what` after `limit`.
+fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn producer(b: &str) -> kafka_client::Producer {
+    let mut cfg = kafka_client::config::ProducerConfig::default();
+    cfg.client_mut().bootstrap_servers(vec![b.to_string()]);
+    kafka_client::Producer::new(cfg).await.expect("producer")
+}
+
+/// Sends `value` to each partition `0..partitions` of `topic` and waits for the acks.
+async fn to_every_partition(p: &kafka_client::Producer, topic: &str, partitions: i32, value: &str) {
+    for part in 0..partitions {
+        let r = kafka_client::ProducerRecord::new(topic)
+            .partition(part)
+            .value(format!("{value} {part}"));
+        p.send_and_wait(r).await.expect("send");
+    }
+}
+
+fn create(b: &str, topic: &str, partitions: u32) {
+    ok(&kfk(
+        b,
+        &[
+            "topic",
+            "create",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--rf",
+            "1",
+        ],
+        b"",
+    ));
+}
+
+/// `kfk group describe`: (members, how many of them have partitions assigned).
+fn members(b: &str, group: &str) -> (usize, usize) {
+    let out = ok(&kfk(b, &["group", "describe", group], b""));
+    let members = out
+        .lines()
+        .find_map(|l| l.strip_prefix("members: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let assigned = out
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("assigned:"))
+        .filter(|a| !a.trim().is_empty())
+        .count();
+    (members, assigned)
+}
+
+/// SIGTERM ends `consume --group` gracefully: exit 143, and the group hears of it at once
+/// (LeaveGroup), so the other member takes over every partition within 3 s instead of after
+/// the 45 s session timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_group_consumer_which_leaves_the_group_at_once() {
+    let b = bootstrap().await;
+    let (topic, group) = ("kfk-sig-group", "kfk-sig-readers");
+    create(&b, topic, 6);
+    let p = producer(&b).await;
+    // B rejoins on its next heartbeat after A leaves: make that prompt (the default is 3 s).
+    let member = [
+        "consume",
+        topic,
+        "--group",
+        group,
+        "--from",
+        "earliest",
+        "-X",
+        "heartbeat.interval.ms=300",
+    ];
+    let mut a = Running::spawn(&b, &member);
+    to_every_partition(&p, topic, 6, "warm").await;
+    wait_for(Duration::from_secs(60), "A to print", || {
+        !a.lines().is_empty()
+    });
+    let member_b = Running::spawn(&b, &member);
+    wait_for(Duration::from_secs(60), "A and B to share", || {
+        members(&b, group) == (2, 2)
+    });
+
+    a.signal("TERM");
+    let status = a.wait(Duration::from_secs(30));
+    let exited = Instant::now();
+    assert_eq!(status.code(), Some(143), "stderr:\n{}", a.stderr());
+    assert!(
+        a.stderr().contains("kfk: interrupted, finishing"),
+        "{}",
+        a.stderr()
+    );
+
+    to_every_partition(&p, topic, 6, "after").await;
+    wait_for(Duration::from_secs(60), "B to read every partition", || {
+        let got = member_b.lines();
+        (0..6).all(|part| got.contains(&format!("after {part}")))
+    });
+    let took = exited.elapsed();
+    eprintln!("B read all 6 partitions {took:?} after A exited");
+    assert!(
+        took < Duration::from_secs(3),
+        "B took {took:?} to take over A's partitions: no LeaveGroup?"
+    );
+    p.close().await.unwrap();
+}
+
+/// Whether a thread of `pid` is blocked reading its standard input (`read(0, ...)`).
+fn reading_stdin(pid: u32) -> bool {
+    let read = if cfg!(target_arch = "aarch64") {
+        "63 0x0 "
+    } else {
+        "0 0x0 "
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.filter_map(Result::ok).any(|t| {
+        std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|s| s.starts_with(read))
+    })
+}
+
+/// SIGINT ends `produce` reading an open pipe: what it read is flushed (with a linger far
+/// beyond the test, so only the flush sends it), then exit 130.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_ends_produce_from_an_open_pipe_after_flushing_what_it_read() {
+    let b = bootstrap().await;
+    let topic = "kfk-sig-produce";
+    create(&b, topic, 1);
+    let mut p = Running::spawn(
+        &b,
+        &[
+            "produce",
+            topic,
+            "-X",
+            "linger.ms=60000",
+            "-X",
+            "delivery.timeout.ms=120000",
+        ],
+    );
+    let mut stdin = p.child.stdin.take().unwrap();
+    let input: String = (0..50).map(|i| format!("value {i}\n")).collect();
+    stdin.write_all(input.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    // kfk has read all 50 lines once it asks for more: blocked in read(0) for a while (a read
+    // that finds data returns at once). Nothing is sent yet (linger 60 s).
+    let pid = p.child.id();
+    let mut since: Option<Instant> = None;
+    wait_for(Duration::from_secs(60), "kfk to read the input", || {
+        if reading_stdin(pid) {
+            since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(300)
+        } else {
+            since = None;
+            false
+        }
+    });
+    let before = ok(&kfk(&b, &["offsets", topic], b""));
+    assert!(
+        before.contains("total\t\t\t0"),
+        "sent before the signal: {before}"
+    );
+    p.signal("INT");
+    let status = p.wait(Duration::from_secs(30));
+    drop(stdin);
+    let err = p.stderr();
+    assert_eq!(status.code(), Some(130), "stderr:\n{err}");
+    assert!(err.contains("50 records acknowledged, 0 failed"), "{err}");
+    let out = ok(&kfk(
+        &b,
+        &["consume", topic, "--from", "earliest", "--count", "50"],
+        b"",
+    ));
+    assert_eq!(values(&out), (0..50).collect::<Vec<_>>());
+}
+
+/// `copy` starts partitions without a committed offset at the earliest offset by default, so
+/// it copies a topic filled before it started; `consume --group` keeps latest, says so, and
+/// `--from MS` starts at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_copies_a_prefilled_topic_and_from_picks_where_groups_start() {
+    let b = bootstrap().await;
+    let (src, dst) = ("kfk-from-src", "kfk-from-dst");
+    create(&b, src, 3);
+    create(&b, dst, 3);
+    let p = producer(&b).await;
+    let t0 = 1_700_000_000_000i64;
+    for i in 0..300i64 {
+        let r = kafka_client::ProducerRecord::new(src)
+            .partition((i % 3) as i32)
+            .value(format!("value {i}"))
+            .timestamp(t0 + i);
+        drop(p.send(r).await.expect("send"));
+    }
+    p.flush().await.unwrap();
+    p.close().await.unwrap();
+
+    // No --from: all 300, at least once.
+    let out = kfk(
+        &b,
+        &[
+            "copy",
+            src,
+            dst,
+            "--group",
+            "kfk-from-copiers",
+            "--idle-exit",
+            "3",
+        ],
+        b"",
+    );
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kfk: copied 300 records"), "{err}");
+    let copied = ok(&kfk(
+        &b,
+        &["consume", dst, "--from", "earliest", "--idle-exit", "3"],
+        b"",
+    ));
+    let mut got = values(&copied);
+    got.sort();
+    assert_eq!(got, (0..300).collect::<Vec<_>>());
+
+    // consume --group: latest by default, and says why nothing comes.
+    let out = kfk(
+        &b,
+        &[
+            "consume",
+            src,
+            "--group",
+            "kfk-from-late",
+            "--idle-exit",
+            "2",
+        ],
+        b"",
+    );
+    assert!(ok(&out).is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("group kfk-from-late has no committed offset for kfk-from-src-")
+            && err.contains("starting at the latest offset (use --from earliest"),
+        "{err}"
+    );
+
+    // --from MS: the records at or after that time.
+    let out = ok(&kfk(
+        &b,
+        &[
+            "consume",
+            src,
+            "--group",
+            "kfk-from-time",
+            "--from",
+            &(t0 + 150).to_string(),
+            "--idle-exit",
+            "3",
+        ],
+        b"",
+    ));
+    let mut got = values(&out);
+    got.sort();
+    assert_eq!(got, (150..300).collect::<Vec<_>>());
+}
+
+/// SIGTERM ends a transactional `copy` mid-stream: it commits the open transaction, leaves
+/// the group and exits 143; a second copier then finishes promptly (no hanging transaction,
+/// no departed member to wait for), and the copy holds every record exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_transactional_copy_which_commits_and_leaves() {
+    let b = bootstrap().await;
+    let (src, dst, group) = ("kfk-sig-copy-src", "kfk-sig-copy-dst", "kfk-sig-copiers");
+    create(&b, src, 3);
+    create(&b, dst, 3);
+    let p = producer(&b).await;
+    // Records keep coming while the first copier runs.
+    let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feeder = {
+        let (p, feeding) = (p.clone(), feeding.clone());
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while feeding.load(std::sync::atomic::Ordering::SeqCst) || n < 1000 {
+                let r = kafka_client::ProducerRecord::new(src).value(format!("value {n}"));
+                drop(p.send(r).await.expect("send"));
+                n += 1;
+                if n % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            p.flush().await.expect("flush");
+            n
+        })
+    };
+    let copier = [
+        "copy",
+        src,
+        dst,
+        "--group",
+        group,
+        "--transactional",
+        "--commit-interval",
+        "50",
+    ];
+    let mut a = Running::spawn(&b, &copier);
+    wait_for(Duration::from_secs(60), "a committed copy", || {
+        let out = ok(&kfk(&b, &["group", "offsets", group], b""));
+        out.lines().any(|l| l.starts_with(src))
+    });
+    a.signal("TERM");
+    let status = a.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(143), "stderr:\n{}", a.stderr());
+    let first: u64 = copied_count(&a.stderr());
+    assert!(first > 0, "{}", a.stderr());
+    feeding.store(false, std::sync::atomic::Ordering::SeqCst);
+    let total = feeder.await.unwrap();
+
+    let started = Instant::now();
+    let out = kfk(&b, &[&copier[..], &["--idle-exit", "3"]].concat(), b"");
+    let second = copied_count(&String::from_utf8_lossy(&out.stderr));
+    ok(&out);
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the second copier took {took:?}"
+    );
+    assert_eq!(first + second, u64::from(total));
+    let out = ok(&kfk(
+        &b,
+        &[
+            "consume",
+            dst,
+            "--from",
+            "earliest",
+            "--isolation",
+            "read_committed",
+            "--idle-exit",
+            "3",
+        ],
+        b"",
+    ));
+    let mut got = values(&out);
+    got.sort();
+    assert_eq!(got, (0..total).collect::<Vec<_>>(), "every record once");
+    p.close().await.unwrap();
+}
+
+/// The count of `kfk: copied N records ...`.
+fn copied_count(stderr: &str) -> u64 {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("kfk: copied "))
+        .and_then(|s| s.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {stderr}"))
+}
+
+/// `offsets` counts offsets; `--records` tells records from transaction markers: 5 records
+/// committed and 3 aborted take 10 offsets (two markers); 8 records, 5 of them committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_tells_records_from_transaction_markers() {
+    use kafka_client::config::ProducerConfig;
+    use kafka_client::{Producer, ProducerRecord};
+    let b = bootstrap().await;
+    let topic = "kfk-offsets-txn";
+    create(&b, topic, 1);
+    let mut cfg = ProducerConfig::default();
+    cfg.client_mut().bootstrap_servers(vec![b.clone()]);
+    cfg.transactional_id("kfk-offsets-txn".to_string());
+    let p = Producer::new(cfg).await.expect("producer");
+    p.init_transactions().await.expect("init");
+    for (n, commit) in [(5, true), (3, false)] {
+        p.begin_transaction().await.expect("begin");
+        for i in 0..n {
+            drop(
+                p.send(ProducerRecord::new(topic).value(format!("v{i}")))
+                    .await,
+            );
+        }
+        if commit {
+            p.commit_transaction().await.expect("commit");
+        } else {
+            p.flush().await.expect("flush");
+            p.abort_transaction().await.expect("abort");
+        }
+    }
+    p.close().await.unwrap();
+
+    let out = ok(&kfk(&b, &["offsets", topic], b""));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "partition\tearliest\tlatest\toffsets",
+            "0\t0\t10\t10",
+            "total\t\t\t10"
+        ],
+        "{out}"
+    );
+    let out = ok(&kfk(&b, &["offsets", topic, "--records"], b""));
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "partition\tearliest\tlatest\toffsets\trecords\tcommitted\tnon-record",
+            "0\t0\t10\t10\t8\t5\t2",
+            "total\t\t\t10\t8\t5\t2"
+        ],
+        "{out}"
+    );
+}
+
+/// Log lines on a pipe carry no ANSI colours (nor with `NO_COLOR`).
+#[test]
+fn log_lines_on_a_pipe_have_no_colours() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_kfk"))
+        .args([
+            "-b",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "debug",
+            "metadata",
+        ])
+        .env_remove("NO_COLOR")
+        .env_remove("KFK_LOG")
+        .output()
+        .expect("kfk runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DEBUG") || err.contains("WARN"),
+        "no log lines: {err}"
+    );
+    assert!(!err.contains('\x1b'), "colours on a pipe: {err:?}");
 }
