@@ -72,7 +72,11 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Validates `config`, reaches one bootstrap server and reads the cluster's brokers.
     ///
-    /// Fails if no bootstrap server answers (each gets the connect timeout).
+    /// A retriable failure (no bootstrap server reachable, a broker dying during the request)
+    /// is tried again, across every bootstrap server, with backoff (`retry.backoff.ms` doubling
+    /// up to 1 s) until `request.timeout.ms` has passed; then the last error is returned. Errors
+    /// that retrying cannot fix (authentication, an unsupported broker, a bad configuration)
+    /// return at once.
     pub async fn connect(config: ClientConfig) -> Result<Client> {
         for w in config.validate()? {
             tracing::warn!(warning = %w, "client configuration");
@@ -93,7 +97,26 @@ impl Client {
             closed: AtomicBool::new(false),
         });
         let client = Client { inner };
-        client.refresh_metadata().await?;
+        let deadline = now + client.inner.config.request_timeout;
+        let mut delay = client
+            .inner
+            .config
+            .retry_backoff
+            .max(Duration::from_millis(10));
+        loop {
+            match client.refresh_metadata().await {
+                Ok(_) => break,
+                Err(e) if e.is_retriable() && Instant::now() + delay < deadline => {
+                    tracing::debug!(error = %e, retry_in = ?delay, "first metadata request failed");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    client.close();
+                    return Err(e);
+                }
+            }
+        }
         tokio::spawn(refresh_loop(Arc::downgrade(&client.inner)));
         Ok(client)
     }

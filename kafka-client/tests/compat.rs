@@ -240,7 +240,7 @@ async fn group_of_three(bootstrap: &str, admin: &Admin) -> String {
         .await
         .expect("producer");
     for i in 0..N {
-        let _ = p
+        let delivery = p
             .send(
                 ProducerRecord::new(topic.clone())
                     .partition(i as i32 % 6)
@@ -248,6 +248,7 @@ async fn group_of_three(bootstrap: &str, admin: &Admin) -> String {
             )
             .await
             .expect("send");
+        drop(delivery); // flush below waits for every delivery
     }
     p.flush().await.expect("flush");
     p.close().await.expect("close");
@@ -308,7 +309,7 @@ async fn transactional_copy(bootstrap: &str, admin: &Admin) {
         .await
         .expect("producer");
     for i in 0..N {
-        let _ = p
+        let delivery = p
             .send(
                 ProducerRecord::new(input.clone())
                     .partition(i as i32 % 3)
@@ -316,6 +317,7 @@ async fn transactional_copy(bootstrap: &str, admin: &Admin) {
             )
             .await
             .expect("send");
+        drop(delivery); // flush below waits for every delivery
     }
     p.flush().await.expect("flush");
     p.close().await.expect("close");
@@ -343,7 +345,8 @@ async fn transactional_copy(bootstrap: &str, admin: &Admin) {
             let rec = ProducerRecord::new(output.clone())
                 .partition(r.partition)
                 .value(r.value.clone().unwrap_or_default());
-            let _ = session.send(rec).await.expect("send in transaction");
+            let delivery = session.send(rec).await.expect("send in transaction");
+            drop(delivery); // the commit waits for every delivery
         }
         if n > 0 && !aborted_once {
             // Written to the log first, so the abort has records to hide.

@@ -1,6 +1,8 @@
 //! The client spine against the real broker and against a scripted misbehaving one: version
 //! negotiation, per-purpose connections, metadata, and what happens when a broker sends garbage.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -10,7 +12,9 @@ use kafka_client::kafka_wire::codec::KString;
 use kafka_client::kafka_wire::frame::{encode_response, FrameDecoder};
 use kafka_client::kafka_wire::header::RequestHeader;
 use kafka_client::kafka_wire::messages::api_versions::ApiVersion;
-use kafka_client::kafka_wire::messages::metadata::MetadataResponseBroker;
+use kafka_client::kafka_wire::messages::metadata::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_client::kafka_wire::messages::{
     ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, SUPPORTED_APIS,
 };
@@ -114,10 +118,17 @@ async fn unreachable_bootstrap_fails_with_io_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let err = Client::connect(config(&format!("127.0.0.1:{port}")))
-        .await
-        .unwrap_err();
+    let mut cfg = config(&format!("127.0.0.1:{port}"));
+    cfg.request_timeout(Duration::from_millis(1500));
+    let started = std::time::Instant::now();
+    let err = Client::connect(cfg).await.unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
+    // Tried again until request.timeout.ms, then given up.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
 }
 
 /// What the scripted broker does once a request other than ApiVersions/Metadata arrives.
@@ -306,4 +317,258 @@ async fn garbage_from_one_broker_resets_its_connection_and_spares_the_others() {
         assert!(!again.is_closed());
         client.close();
     }
+}
+
+/// A broker of long ago: ApiVersions up to v2 (a v3+ request gets UNSUPPORTED_VERSION in the v0
+/// format, KIP-511), Metadata up to v5, Produce up to v2, Fetch up to v3, nothing else. It
+/// answers ApiVersions and Metadata (topic `old` with one partition that it leads, as node 7),
+/// and closes the connection on anything else, as a broker does with an API it does not know.
+/// Returns its address and how many ApiVersions requests above v2 it refused.
+async fn old_broker() -> (String, Arc<AtomicUsize>) {
+    const RANGES: &[(ApiKey, i16, i16)] = &[
+        (ApiKey::PRODUCE, 0, 2),
+        (ApiKey::FETCH, 0, 3),
+        (ApiKey::METADATA, 0, 5),
+        (ApiKey::API_VERSIONS, 0, 2),
+    ];
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let decoder = FrameDecoder::new(1 << 20);
+                let mut buf = BytesMut::new();
+                loop {
+                    let frame = loop {
+                        if let Ok(Some(f)) = decoder.decode(&mut buf) {
+                            break f;
+                        }
+                        if sock.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                    };
+                    let mut body = frame;
+                    let Ok(h) = RequestHeader::decode_any(&mut body) else {
+                        return;
+                    };
+                    let (corr, version) = (h.correlation_id, h.request_api_version);
+                    let mut out = BytesMut::new();
+                    let ranges = || {
+                        RANGES
+                            .iter()
+                            .map(|&(k, lo, hi)| ApiVersion {
+                                api_key: k.0,
+                                min_version: lo,
+                                max_version: hi,
+                                ..Default::default()
+                            })
+                            .collect()
+                    };
+                    match h.request_api_key {
+                        ApiKey::API_VERSIONS if version > 2 => {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let resp = ApiVersionsResponse {
+                                error_code: ErrorCode::UNSUPPORTED_VERSION.0,
+                                api_keys: ranges(),
+                                ..Default::default()
+                            };
+                            encode_response::<ApiVersionsRequest>(
+                                &mut out,
+                                corr,
+                                0,
+                                &resp,
+                                1 << 20,
+                            )
+                            .unwrap();
+                        }
+                        ApiKey::API_VERSIONS => {
+                            let resp = ApiVersionsResponse {
+                                api_keys: ranges(),
+                                ..Default::default()
+                            };
+                            encode_response::<ApiVersionsRequest>(
+                                &mut out,
+                                corr,
+                                version,
+                                &resp,
+                                1 << 20,
+                            )
+                            .unwrap();
+                        }
+                        ApiKey::METADATA if version <= 5 => {
+                            let resp = MetadataResponse {
+                                brokers: vec![MetadataResponseBroker {
+                                    node_id: 7,
+                                    host: KString::from("127.0.0.1"),
+                                    port: addr.port() as i32,
+                                    ..Default::default()
+                                }],
+                                controller_id: 7,
+                                topics: vec![MetadataResponseTopic {
+                                    name: Some(KString::from("old")),
+                                    partitions: vec![MetadataResponsePartition {
+                                        partition_index: 0,
+                                        leader_id: 7,
+                                        replica_nodes: vec![7],
+                                        isr_nodes: vec![7],
+                                        ..Default::default()
+                                    }],
+                                    ..Default::default()
+                                }],
+                                ..Default::default()
+                            };
+                            encode_response::<MetadataRequest>(
+                                &mut out,
+                                corr,
+                                version,
+                                &resp,
+                                1 << 20,
+                            )
+                            .unwrap();
+                        }
+                        _ => return,
+                    }
+                    if sock.write_all(&out).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr.to_string(), refused)
+}
+
+/// A broker that only speaks old versions: the ApiVersions v0 error answer is read and the
+/// request retried at v2; what is common works (Metadata v5), and what is not fails at once with
+/// a typed `Unsupported` error naming the API and both ranges: no panic, no hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_only_old_versions_gets_clear_unsupported_errors() {
+    use kafka_client::config::{AutoOffsetReset, ConsumerConfig, ProducerConfig};
+    use kafka_client::kafka_wire::messages::ProduceRequest;
+    use kafka_client::{Consumer, Producer, ProducerRecord, TopicPartition};
+
+    let (addr, refused) = old_broker().await;
+    let client = Client::connect(config(&addr)).await.expect("connect");
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "one v5 ApiVersions refused"
+    );
+    let conn = client.connection(7, Purpose::Control).await.unwrap();
+    assert_eq!(conn.versions().version(ApiKey::API_VERSIONS), Some(2));
+    assert_eq!(conn.version::<MetadataRequest>(), Some(5));
+    assert_eq!(conn.version::<ProduceRequest>(), None);
+    assert_eq!(conn.versions().offered(ApiKey::PRODUCE), Some((0, 2)));
+    let t = client.topic("old").await.expect("metadata v5 works");
+    assert_eq!(t.partitions.len(), 1);
+
+    // A request with no common version: refused before anything is sent.
+    let err = kafka_client::client::send_on(&conn, |_| ProduceRequest::default())
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Unsupported {
+            api, broker_range, ..
+        } => {
+            assert_eq!(*api, "Produce");
+            assert_eq!(*broker_range, Some((0, 2)));
+        }
+        other => panic!("expected Unsupported, got {other}"),
+    }
+    assert!(err.to_string().contains("Produce"), "{err}");
+    assert!(!err.is_retriable());
+    assert!(
+        !conn.is_closed(),
+        "a refused request leaves the connection alone"
+    );
+
+    // A producer's record fails with the same error, well within its delivery timeout.
+    let mut pcfg = ProducerConfig::default();
+    pcfg.client_mut()
+        .bootstrap_servers(vec![addr.clone()])
+        .request_timeout(Duration::from_secs(5));
+    pcfg.enable_idempotence(Some(false))
+        .acks(kafka_client::config::Acks::One)
+        .delivery_timeout(Duration::from_secs(20));
+    let producer = Producer::new(pcfg).await.expect("producer");
+    let started = std::time::Instant::now();
+    let delivery = producer
+        .send(ProducerRecord::new("old").value("x"))
+        .await
+        .expect("accepted into the buffer");
+    let err = tokio::time::timeout(Duration::from_secs(15), delivery)
+        .await
+        .expect("the delivery must not hang")
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Unsupported { api: "Produce", .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let _ = producer.close().await;
+
+    // A consumer's poll says why it cannot fetch.
+    let mut ccfg = ConsumerConfig::default();
+    ccfg.client_mut().bootstrap_servers(vec![addr.clone()]);
+    ccfg.auto_offset_reset(AutoOffsetReset::Earliest);
+    let consumer = Consumer::new(ccfg).await.expect("consumer");
+    consumer
+        .assign([TopicPartition::new("old", 0)])
+        .await
+        .expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let err = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "poll neither failed nor returned records in 15 s"
+        );
+        match consumer.poll(Duration::from_millis(300)).await {
+            Err(e) => break e,
+            Ok(r) => assert!(r.is_empty(), "records from nowhere: {r:?}"),
+        }
+    };
+    assert!(
+        matches!(&err, Error::Unsupported { .. }),
+        "expected Unsupported from poll, got {err}"
+    );
+    consumer.close().await;
+    client.close();
+}
+
+/// `Client::connect` retries across the bootstrap servers until `request.timeout.ms`: a broker
+/// that refuses connections for its first second (restarting, say) is reached, and a port that
+/// never answers fails with the I/O error once the timeout has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_retries_the_first_metadata_request_until_its_deadline() {
+    let (real, _) = old_broker().await;
+    // A front that closes every connection for 1 s, then relays to `real`.
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap().to_string();
+    let opened = std::time::Instant::now();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = front.accept().await {
+            if opened.elapsed() < Duration::from_secs(1) {
+                drop(sock);
+                continue;
+            }
+            let real = real.clone();
+            tokio::spawn(async move {
+                let mut up = TcpStream::connect(&real).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut sock, &mut up).await;
+            });
+        }
+    });
+    let client = Client::connect(config(&front_addr))
+        .await
+        .expect("connect retries until the broker answers");
+    assert!(opened.elapsed() >= Duration::from_secs(1));
+    assert!(client.metadata().brokers.contains_key(&7));
+    client.close();
 }
