@@ -896,6 +896,57 @@ impl Consumer {
         (m.generation() >= 0).then(|| (m.member_id().to_string(), m.generation()))
     }
 
+    /// What a transactional producer sends with this consumer's offsets
+    /// ([`crate::Producer::send_offsets_to_transaction`], KIP-447): `group.id`, the generation
+    /// (KIP-848: the member epoch), the member id and `group.instance.id`. `None` before the
+    /// first successful join (and after the group was left).
+    pub fn group_metadata(&self) -> Option<crate::producer::GroupMetadata> {
+        let g = self.group_state()?;
+        let m = g.shared.member.lock().unwrap();
+        (m.generation() >= 0).then(|| crate::producer::GroupMetadata {
+            group_id: g.shared.group_id.clone(),
+            generation_id: m.generation(),
+            member_id: m.member_id().to_string(),
+            instance_id: self.inner.config.group_instance_id.clone(),
+        })
+    }
+
+    /// Asks the group for a rebalance (Java's `enforceRebalance`, franz-go's `ForceRebalance`):
+    /// the member sends a JoinGroup carrying `reason` (KIP-800; brokers log it), with metadata
+    /// computed after this call, so balancers see what changed (a warm-up that finished, say).
+    /// When a round is already under way the member joins again as soon as it completes.
+    /// Returns at once; the new assignment arrives through the hooks as usual.
+    ///
+    /// Errors: [`Error::Closed`] on a closed consumer; [`Error::Misuse`] when not subscribed, or
+    /// with the consumer group protocol (KIP-848), where the broker alone decides when to
+    /// rebalance.
+    pub fn request_rejoin(&self, reason: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        let Some(g) = self.group_state() else {
+            return Err(Error::Misuse(
+                "request_rejoin needs a subscribed consumer".to_string(),
+            ));
+        };
+        g.shared.with_member(|m| match m {
+            crate::group::driver::AnyMember::Classic(m) => {
+                if m.rejoin(Instant::now(), reason) {
+                    tracing::info!(group = %g.shared.group_id, reason, "rejoin requested");
+                    Ok(())
+                } else {
+                    Err(Error::Closed)
+                }
+            }
+            crate::group::driver::AnyMember::Consumer(_) => Err(Error::Misuse(
+                "request_rejoin needs the classic group protocol: with group.protocol=consumer \
+                 (KIP-848) the broker decides when to rebalance"
+                    .to_string(),
+            )),
+        })
+    }
+
     fn hooks(&self) -> Option<Arc<dyn RebalanceHooks>> {
         self.inner.hooks.lock().unwrap().clone()
     }

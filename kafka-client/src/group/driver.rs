@@ -515,7 +515,7 @@ impl Driver {
             tracing::info!("partition counts of subscribed topics changed; rebalancing");
             self.led_with = None;
             if let AnyMember::Classic(m) = &mut *self.member() {
-                m.rejoin(Instant::now());
+                m.rejoin(Instant::now(), "partition count changed");
             }
         }
         false

@@ -67,7 +67,8 @@ use kafka_wire::messages::{
 use kafka_wire::{ErrorCode, KString};
 
 use super::balancer::{
-    common_protocol, Assignment, Balancer, GroupMember, RebalanceProtocol, Subscription,
+    adjust_cooperative, common_protocol, Assignment, Balancer, GroupMember, RebalanceProtocol,
+    Subscription,
 };
 use crate::types::TopicPartition;
 
@@ -324,6 +325,11 @@ pub struct Member {
     /// Set when [`Member::leave`] found no coordinator: until then the member keeps looking for
     /// it (revoking nothing yet), so the revoke hook can commit and the LeaveGroup be sent.
     leave_deadline: Option<Instant>,
+    /// The reason sent with the next JoinGroup (KIP-800, JoinGroup v8+), then cleared.
+    join_reason: Option<String>,
+    /// A rejoin asked for while a join or sync was under way: done as soon as the member is
+    /// stable again, so the next JoinGroup carries fresh metadata.
+    rejoin_pending: Option<String>,
     events: VecDeque<GroupEvent>,
     last_now: Instant,
 }
@@ -363,6 +369,8 @@ impl Member {
             stable_protocol: String::new(),
             left: false,
             leave_deadline: None,
+            join_reason: None,
+            rejoin_pending: None,
             events: VecDeque::new(),
             last_now: now,
         }
@@ -433,14 +441,47 @@ impl Member {
     // ---------------------------------------------------------------------------------------
     // Commands
 
-    /// Asks for a rebalance (subscription or metadata changed). Eager: revokes everything first.
-    pub fn rejoin(&mut self, now: Instant) {
+    /// Asks for a rebalance (Java's `enforceRebalance`, franz-go's `ForceRebalance`); `reason`
+    /// goes with the JoinGroup (KIP-800). Eager: revokes everything first.
+    ///
+    /// - Stable: joins now.
+    /// - Looking for the coordinator, or joining with the JoinGroup not sent yet: that join
+    ///   takes the reason (its metadata is computed when it is sent).
+    /// - JoinGroup sent, awaiting the leader's metadata, or SyncGroup under way: joins again as
+    ///   soon as this round's sync completes, so the group sees metadata computed after the
+    ///   call (an interrupted round would only cost every member a failed sync).
+    /// - Leaving or closed: nothing. Returns whether a rejoin was started or scheduled.
+    pub fn rejoin(&mut self, now: Instant, reason: &str) -> bool {
         self.last_now = now;
-        match self.state {
-            State::Stable { .. } | State::AwaitSync { .. } | State::AwaitMetadata { .. } => {
+        match &self.state {
+            State::Stable { .. } => {
+                self.join_reason = Some(reason.to_string());
                 self.state = self.start_join(None);
+                true
             }
-            _ => {}
+            State::AwaitJoin { io } if !matches!(io, Io::InFlight(_)) => {
+                self.join_reason = Some(reason.to_string());
+                true
+            }
+            State::FindCoordinator { .. }
+            | State::AwaitJoin { .. }
+            | State::AwaitMetadata { .. }
+            | State::AwaitSync { .. } => {
+                self.rejoin_pending = Some(reason.to_string());
+                true
+            }
+            State::Leaving { .. } | State::Closed => false,
+        }
+    }
+
+    /// `stable`, unless a rejoin is pending: then a join carrying its reason.
+    fn stable_or_rejoin(&mut self, stable: State) -> State {
+        match self.rejoin_pending.take() {
+            Some(reason) => {
+                self.join_reason = Some(reason);
+                self.start_join(None)
+            }
+            None => stable,
         }
     }
 
@@ -520,13 +561,41 @@ impl Member {
             tracing::warn!(protocol, "coordinator chose a protocol we did not offer");
             return self.start_join(Some(now + self.config.retry_backoff));
         };
-        let assignments = match balancer.assign(members, topics) {
+        let mut assignments = match balancer.assign(members, topics) {
             Ok(a) => a,
             Err(error) => {
                 tracing::warn!(%error, "balancer failed; rejoining");
                 return self.start_join(Some(now + self.config.retry_backoff));
             }
         };
+        if balancer.protocol() == RebalanceProtocol::Cooperative {
+            // KIP-429: a partition goes to its new member only after its owner revoked it.
+            let held = adjust_cooperative(members, &mut assignments);
+            if !held.is_empty() {
+                let unassigned = held
+                    .iter()
+                    .filter(|h| {
+                        !assignments
+                            .values()
+                            .any(|a| a.partitions.contains(&h.partition))
+                    })
+                    .count();
+                tracing::warn!(
+                    balancer = balancer.name(),
+                    held_back = held.len(),
+                    first = %held[0],
+                    "the balancer moved partitions straight from one member to another; \
+                     they are left out of this round"
+                );
+                // A held-back partition that nobody has now is handed out by the next round.
+                // Partitions left with their owner are not: rejoining for them would repeat
+                // the same plan forever.
+                if unassigned > 0 {
+                    self.rejoin_pending
+                        .get_or_insert_with(|| "cooperative plan adjusted".to_string());
+                }
+            }
+        }
         let mut out = Vec::with_capacity(assignments.len());
         for (member_id, assignment) in assignments {
             match assignment.encode(CONSUMER_PROTOCOL_VERSION) {
@@ -642,7 +711,7 @@ impl Member {
     pub fn set_topics(&mut self, now: Instant, topics: Vec<String>) {
         if self.config.topics != topics {
             self.config.topics = topics;
-            self.rejoin(now);
+            self.rejoin(now, "subscription changed");
         }
     }
 
@@ -734,7 +803,12 @@ impl Member {
                     group_instance_id: if v.join_group >= 5 { instance } else { None },
                     protocol_type: KString::from_static("consumer"),
                     protocols,
-                    reason: None,
+                    reason: if v.join_group >= 8 {
+                        self.join_reason.take().map(|r| ks(&r))
+                    } else {
+                        self.join_reason.take();
+                        None
+                    },
                     ..Default::default()
                 };
                 Some(GroupRequest::JoinGroup {
@@ -1026,12 +1100,13 @@ impl Member {
         }
         if self.synced && self.generation >= 0 {
             // The coordinator moved while we were stable: keep the generation, heartbeat at once.
-            State::Stable {
+            let stable = State::Stable {
                 generation: self.generation,
                 protocol: self.current_protocol_name(),
                 io: Io::Ready,
                 session_deadline: now + self.config.session_timeout,
-            }
+            };
+            self.stable_or_rejoin(stable)
         } else {
             self.start_join(None)
         }
@@ -1151,6 +1226,10 @@ impl Member {
                 return self.start_join(Some(now + self.config.retry_backoff));
             }
         };
+        // The balancer sees the whole assignment (its user data too) before the hooks run.
+        if let Some(b) = self.balancers.iter().find(|b| b.name() == protocol) {
+            b.on_assignment(&assignment, generation);
+        }
         let new: BTreeSet<TopicPartition> = assignment.partitions.into_iter().collect();
         self.generation = generation;
         self.synced = true;
@@ -1171,7 +1250,7 @@ impl Member {
                     partitions: new.into_iter().collect(),
                     generation,
                 });
-                stable
+                self.stable_or_rejoin(stable)
             }
             RebalanceProtocol::Cooperative => {
                 let revoked: Vec<TopicPartition> = self.owned.difference(&new).cloned().collect();
@@ -1187,8 +1266,11 @@ impl Member {
                     generation,
                 });
                 if revoked.is_empty() {
-                    stable
+                    self.stable_or_rejoin(stable)
                 } else {
+                    if let Some(reason) = self.rejoin_pending.take() {
+                        self.join_reason = Some(reason);
+                    }
                     // KIP-429 second round: the freed partitions reach their new owners only
                     // after we rejoin without them.
                     self.start_join(None)

@@ -135,6 +135,75 @@ pub trait Balancer: Send + Sync {
         members: &[GroupMember],
         topics: &BTreeMap<String, i32>,
     ) -> Result<BTreeMap<String, Assignment>, BalancerError>;
+
+    /// This member's assignment of `generation`, user data included (Java's
+    /// `ConsumerPartitionAssignor.onAssignment`). Called on every member after each successful
+    /// SyncGroup, before that sync's revoke and assign hooks run. Default: nothing.
+    fn on_assignment(&self, assignment: &Assignment, generation: i32) {
+        let _ = (assignment, generation);
+    }
+}
+
+/// A partition [`adjust_cooperative`] kept from its new member this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The member that owns it now (per its subscription).
+    pub owner: String,
+    /// The member the plan gave it to.
+    pub to: String,
+}
+
+impl std::fmt::Display for HeldBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} from {} to {}", self.partition, self.owner, self.to)
+    }
+}
+
+/// Makes a cooperative plan safe (KIP-429): a partition owned now by one member must not be
+/// given to another member in the same round, since the owner may still be processing it. Such
+/// partitions are removed from their new member's assignment and returned; the owner, which no
+/// longer has them in its assignment, revokes them and rejoins, and the next round hands them
+/// out. The group leader applies this to every cooperative balancer's plan; a custom balancer
+/// may call it itself.
+///
+/// The owner of a partition is the member whose subscription lists it with the highest
+/// generation (Java's rule for conflicting claims: an older claim is stale); members tied at
+/// that generation all count as owners.
+pub fn adjust_cooperative(
+    members: &[GroupMember],
+    assignments: &mut BTreeMap<String, Assignment>,
+) -> Vec<HeldBack> {
+    // partition -> (generation, owners)
+    let mut owners: BTreeMap<&TopicPartition, (i32, Vec<&str>)> = BTreeMap::new();
+    for m in members {
+        let generation = m.subscription.generation_id;
+        for tp in &m.subscription.owned_partitions {
+            let entry = owners.entry(tp).or_insert((generation, Vec::new()));
+            if generation > entry.0 {
+                *entry = (generation, Vec::new());
+            }
+            if generation == entry.0 && !entry.1.contains(&m.member_id.as_str()) {
+                entry.1.push(m.member_id.as_str());
+            }
+        }
+    }
+    let mut held = Vec::new();
+    for (member_id, assignment) in assignments.iter_mut() {
+        assignment.partitions.retain(|tp| match owners.get(tp) {
+            Some((_, list)) if !list.contains(&member_id.as_str()) => {
+                held.push(HeldBack {
+                    partition: tp.clone(),
+                    owner: list[0].to_string(),
+                    to: member_id.clone(),
+                });
+                false
+            }
+            _ => true,
+        });
+    }
+    held
 }
 
 /// The classic group protocol the coordinator picks from the members' preference lists

@@ -394,7 +394,7 @@ fn cooperative_two_rounds() {
 #[test]
 fn cooperative_without_moves_stays_stable() {
     let mut s = stable_coop(&[0]);
-    s.m.rejoin(s.now);
+    s.m.rejoin(s.now, "test");
     assert_eq!(s.events(), vec![]);
     s.join_follower(2);
     s.sync(&[0, 5]);
@@ -499,7 +499,7 @@ fn unknown_member_id_is_lost_then_rejoins_with_fresh_id() {
 #[test]
 fn illegal_generation_on_sync_is_lost_keeps_member_id() {
     let mut s = stable_coop(&[0]);
-    s.m.rejoin(s.now);
+    s.m.rejoin(s.now, "test");
     s.join_follower(2);
     assert!(matches!(s.transmit(), GroupRequest::SyncGroup { .. }));
     s.respond(sync_err(ErrorCode::ILLEGAL_GENERATION));
@@ -887,7 +887,9 @@ fn run_ops(mut s: Sim, ops: Vec<Op>) {
                 let meta: BTreeMap<String, i32> = [("t".to_string(), 6)].into();
                 s.m.provide_metadata(s.now, &meta)
             }
-            Op::Rejoin => s.m.rejoin(s.now),
+            Op::Rejoin => {
+                s.m.rejoin(s.now, "test");
+            }
             Op::CommitError(e) => {
                 let offsets = [OffsetToCommit {
                     partition: tp("t", 0),
@@ -966,7 +968,7 @@ fn revoke_window_allows_commits_with_the_last_generation() {
 
     // Cooperative: after the sync that moves partitions away, before the second round.
     let mut s = stable_coop(&[0, 1, 2]);
-    s.m.rejoin(s.now);
+    s.m.rejoin(s.now, "test");
     s.join_follower(2);
     s.sync(&[0, 1]);
     assert_eq!(s.events(), vec![revoked(&[2]), assigned(&[], 2)]);
@@ -1117,4 +1119,313 @@ fn leave_during_a_transmit_keeps_the_revoke_window_open() {
     assert!(matches!(s.transmit(), GroupRequest::LeaveGroup { .. }));
     s.respond(GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
     assert_eq!(s.events(), vec![GroupEvent::Left]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// on_assignment (user data reaches the balancer), request_rejoin, cooperative safety
+
+/// A cooperative balancer that records what `on_assignment` saw, and whose `assign` gives
+/// every partition of `t` to the member named in `to` (a plan that can be unsafe), with user
+/// data naming the member.
+/// What `on_assignment` saw: user data, partitions, generation.
+type Seen = (Option<Bytes>, Vec<TopicPartition>, i32);
+
+struct Recording {
+    seen: std::sync::Mutex<Vec<Seen>>,
+    to: &'static str,
+}
+
+impl Recording {
+    fn new(to: &'static str) -> Arc<Recording> {
+        Arc::new(Recording {
+            seen: std::sync::Mutex::new(Vec::new()),
+            to,
+        })
+    }
+}
+
+impl Balancer for Recording {
+    fn name(&self) -> &str {
+        "recording"
+    }
+    fn protocol(&self) -> RebalanceProtocol {
+        RebalanceProtocol::Cooperative
+    }
+    fn assign(
+        &self,
+        members: &[GroupMember],
+        topics: &BTreeMap<String, i32>,
+    ) -> Result<BTreeMap<String, Assignment>, crate::group::balancer::BalancerError> {
+        let n = topics.get("t").copied().unwrap_or(0);
+        Ok(members
+            .iter()
+            .map(|m| {
+                let partitions = if m.member_id == self.to {
+                    (0..n).map(|p| tp("t", p)).collect()
+                } else {
+                    Vec::new()
+                };
+                let user_data = Some(Bytes::from(format!("for {}", m.member_id)));
+                (
+                    m.member_id.clone(),
+                    Assignment {
+                        partitions,
+                        user_data,
+                    },
+                )
+            })
+            .collect())
+    }
+    fn on_assignment(&self, assignment: &Assignment, generation: i32) {
+        self.seen.lock().unwrap().push((
+            assignment.user_data.clone(),
+            assignment.partitions.clone(),
+            generation,
+        ));
+    }
+}
+
+fn sync_with_user_data(partitions: &[i32], user_data: &'static [u8]) -> GroupResponse {
+    GroupResponse::SyncGroup(SyncGroupResponse {
+        assignment: Assignment {
+            partitions: tps(partitions),
+            user_data: Some(Bytes::from_static(user_data)),
+        }
+        .encode(3)
+        .expect("encodes"),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn on_assignment_gets_the_exact_user_data_before_the_hooks_run() {
+    let b = Recording::new("me");
+    let mut s = Sim::new(b.clone(), None);
+    s.find();
+    let GroupRequest::JoinGroup { .. } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    s.respond(join_ok(4, "me", "other", "recording", vec![]));
+    let GroupRequest::SyncGroup { .. } = s.transmit() else {
+        panic!("expected SyncGroup")
+    };
+    s.respond(sync_with_user_data(&[0, 1], b"\x00\x01user\xff"));
+    // Seen by the balancer when the answer was handled: before any event is handed out.
+    assert_eq!(
+        *b.seen.lock().unwrap(),
+        vec![(
+            Some(Bytes::from_static(b"\x00\x01user\xff")),
+            tps(&[0, 1]),
+            4
+        )]
+    );
+    assert_eq!(s.events(), vec![assigned(&[0, 1], 4)]);
+}
+
+#[test]
+fn request_rejoin_when_stable_joins_at_once_with_the_reason() {
+    let mut s = stable_coop(&[0, 1]);
+    s.m.set_versions(GroupVersions::default());
+    assert!(s.m.rejoin(s.now, "warm-up ready"));
+    assert_eq!(s.m.state_name(), "AwaitJoin");
+    assert!(s.events().is_empty(), "cooperative: nothing is revoked");
+    let GroupRequest::JoinGroup { version, request } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    assert!(version >= 8);
+    assert_eq!(request.reason.as_deref(), Some("warm-up ready"));
+    let sub = Subscription::decode(&request.protocols[0].metadata).unwrap();
+    assert_eq!(sub.owned_partitions, tps(&[0, 1]));
+    // The reason is sent once.
+    s.respond(join_ok(2, "me", "other", "cooperative-sticky", vec![]));
+    s.sync(&[0, 1]);
+    assert_eq!(s.events(), vec![assigned(&[], 2)]);
+    assert!(s.m.rejoin(s.now, "again"));
+    let GroupRequest::JoinGroup { request, .. } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    assert_eq!(request.reason.as_deref(), Some("again"));
+}
+
+#[test]
+fn request_rejoin_during_a_sync_joins_again_right_after_it() {
+    let mut s = Sim::coop();
+    s.find();
+    s.join_follower(1);
+    assert_eq!(s.m.state_name(), "AwaitSync");
+    let GroupRequest::SyncGroup { .. } = s.transmit() else {
+        panic!("expected SyncGroup")
+    };
+    // The SyncGroup is in flight: the round is not interrupted.
+    assert!(s.m.rejoin(s.now, "ready"));
+    assert_eq!(s.m.state_name(), "AwaitSync");
+    assert!(s.m.poll_transmit().is_none(), "the sync stays in flight");
+    s.respond(sync_ok(&[0]));
+    assert_eq!(s.events(), vec![assigned(&[0], 1)]);
+    assert_eq!(s.m.state_name(), "AwaitJoin");
+    let GroupRequest::JoinGroup { request, .. } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    assert_eq!(request.reason.as_deref(), Some("ready"));
+    // The metadata is computed now: it lists the partition just assigned.
+    let sub = Subscription::decode(&request.protocols[0].metadata).unwrap();
+    assert_eq!(sub.owned_partitions, tps(&[0]));
+    assert_eq!(sub.generation_id, 1);
+}
+
+#[test]
+fn request_rejoin_with_a_join_in_flight_joins_again_after_that_round() {
+    let mut s = Sim::coop();
+    s.find();
+    let GroupRequest::JoinGroup { .. } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    assert!(s.m.rejoin(s.now, "later"));
+    s.respond(join_ok(1, "me", "other", "cooperative-sticky", vec![]));
+    s.sync(&[3]);
+    assert_eq!(s.events(), vec![assigned(&[3], 1)]);
+    let GroupRequest::JoinGroup { request, .. } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    assert_eq!(request.reason.as_deref(), Some("later"));
+}
+
+#[test]
+fn request_rejoin_while_leaving_or_closed_does_nothing() {
+    let mut s = stable_coop(&[0]);
+    s.m.leave(s.now);
+    assert_eq!(s.m.state_name(), "Leaving");
+    assert!(!s.m.rejoin(s.now, "x"));
+    assert_eq!(s.m.state_name(), "Leaving");
+    assert_eq!(s.events(), vec![revoked(&[0])]);
+    let GroupRequest::LeaveGroup { .. } = s.transmit() else {
+        panic!("expected LeaveGroup")
+    };
+    s.respond(GroupResponse::LeaveGroup(LeaveGroupResponse::default()));
+    assert!(s.m.is_closed());
+    assert!(!s.m.rejoin(s.now, "x"));
+    assert!(s.m.poll_transmit().is_none());
+}
+
+#[test]
+fn an_old_join_group_version_carries_no_reason() {
+    let mut s = stable_coop(&[0]);
+    s.m.set_versions(GroupVersions {
+        join_group: 7,
+        ..GroupVersions::default()
+    });
+    s.m.rejoin(s.now, "why");
+    let GroupRequest::JoinGroup { version, request } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    assert_eq!(version, 7);
+    assert_eq!(request.reason, None);
+}
+
+fn member(id: &str, owned: &[i32], generation: i32) -> GroupMember {
+    GroupMember {
+        member_id: id.to_string(),
+        instance_id: None,
+        subscription: Subscription {
+            topics: vec!["t".to_string()],
+            owned_partitions: tps(owned),
+            generation_id: generation,
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn adjust_cooperative_holds_back_partitions_moving_between_members() {
+    let members = vec![
+        member("a", &[0, 1], 3),
+        member("b", &[2], 3),
+        member("c", &[], -1),
+    ];
+    let mut plan: BTreeMap<String, Assignment> =
+        [("a", vec![0]), ("b", vec![1, 2]), ("c", vec![3])]
+            .into_iter()
+            .map(|(m, p)| {
+                (
+                    m.to_string(),
+                    Assignment {
+                        partitions: tps(&p),
+                        user_data: None,
+                    },
+                )
+            })
+            .collect();
+    let held = crate::group::balancer::adjust_cooperative(&members, &mut plan);
+    assert_eq!(
+        held,
+        vec![crate::group::balancer::HeldBack {
+            partition: tp("t", 1),
+            owner: "a".to_string(),
+            to: "b".to_string(),
+        }]
+    );
+    assert_eq!(plan["a"].partitions, tps(&[0]));
+    assert_eq!(plan["b"].partitions, tps(&[2]));
+    assert_eq!(
+        plan["c"].partitions,
+        tps(&[3]),
+        "unowned partitions move freely"
+    );
+    // A stale claim (older generation) does not make its member the owner.
+    let members = vec![member("a", &[5], 2), member("b", &[5], 3)];
+    let mut plan: BTreeMap<String, Assignment> = [(
+        "b".to_string(),
+        Assignment {
+            partitions: tps(&[5]),
+            user_data: None,
+        },
+    )]
+    .into();
+    assert!(crate::group::balancer::adjust_cooperative(&members, &mut plan).is_empty());
+}
+
+#[test]
+fn the_leader_refuses_an_unsafe_cooperative_plan_and_rejoins() {
+    // The balancer gives everything to "b" although "a" (this member, the leader) owns 0 and 1.
+    let b = Recording::new("b");
+    let mut s = Sim::new(b, None);
+    s.find();
+    let GroupRequest::JoinGroup { .. } = s.transmit() else {
+        panic!("expected JoinGroup")
+    };
+    s.respond(join_ok(
+        2,
+        "a",
+        "a",
+        "recording",
+        vec![
+            ("a", subscription(&["t"], &[0, 1])),
+            ("b", subscription(&["t"], &[])),
+        ],
+    ));
+    assert!(matches!(s.events()[..], [GroupEvent::NeedMetadata { .. }]));
+    let meta: BTreeMap<String, i32> = [("t".to_string(), 3)].into();
+    s.m.provide_metadata(s.now, &meta);
+    let GroupRequest::SyncGroup { request, .. } = s.transmit() else {
+        panic!("expected SyncGroup")
+    };
+    let by_member: BTreeMap<String, Vec<TopicPartition>> = request
+        .assignments
+        .iter()
+        .map(|a| {
+            (
+                a.member_id.to_string(),
+                Assignment::decode(&a.assignment).unwrap().partitions,
+            )
+        })
+        .collect();
+    // 0 and 1 are owned by "a": held back from "b" this round; 2 was free.
+    assert_eq!(by_member["b"], tps(&[2]));
+    assert_eq!(by_member["a"], tps(&[]));
+    // The leader rejoins after its own sync, so the held-back partitions go out next round.
+    s.respond(sync_ok(&[]));
+    assert_eq!(s.events(), vec![assigned(&[], 2)]);
+    let GroupRequest::JoinGroup { .. } = s.transmit() else {
+        panic!("expected JoinGroup: the held-back partitions are handed out next round")
+    };
 }
