@@ -43,8 +43,12 @@
 //! member epoch in place of the generation ([`Consumer::group_generation`] returns it).
 //!
 //! Hooks must not call [`Consumer::close`] (close waits for the group driver, which waits for
-//! the hook). Heartbeats pause while a hook runs: a hook that takes longer than `session.timeout.ms` gets
-//! the member evicted (its partitions are then lost).
+//! the hook). With the classic protocol the member keeps heartbeating its last synced generation
+//! while `on_assigned` or `on_revoked` runs, every `heartbeat.interval.ms`, for up to the
+//! rebalance timeout (`max.poll.interval.ms`), as Java's heartbeat thread does: a revoke hook
+//! that drains work for longer than `session.timeout.ms` keeps its membership, one that runs past
+//! the rebalance timeout gets the member evicted. With KIP-848 heartbeats carry the owned
+//! partitions and wait for the hook: there a hook longer than the session timeout is evicted.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -760,6 +764,7 @@ impl Consumer {
             wake: tokio::sync::Notify::new(),
             client: self.inner.client.clone(),
             rebalance_timeout: config.rebalance_timeout,
+            heartbeat_interval: config.heartbeat_interval,
             group_id: group_id.clone(),
             hook: Mutex::new(None),
         });
@@ -879,8 +884,8 @@ impl Consumer {
     }
 
     /// The rebalance hook running now (`on_assigned`, `on_revoked` or `on_lost`) and for how
-    /// long: the "hook is blocking" signal. The member sends no heartbeat while a hook runs,
-    /// so a hook that runs past the session timeout gets the member evicted; the driver also
+    /// long: the "hook is blocking" signal. Heartbeats go on during a hook up to the rebalance
+    /// timeout (classic protocol; see the [module docs](crate::consumer::group)); the driver
     /// logs a warning every 5 s while a hook runs.
     pub fn running_rebalance_hook(&self) -> Option<(&'static str, Duration)> {
         let g = self.group_state()?;

@@ -223,6 +223,8 @@ pub(crate) struct GroupShared {
     pub client: Client,
     /// The rebalance timeout (sizes the coordinator connection's request timeout).
     pub rebalance_timeout: Duration,
+    /// How often heartbeats go out while a rebalance hook runs (`heartbeat.interval.ms`).
+    pub heartbeat_interval: Duration,
     /// `group.id`.
     pub group_id: String,
     /// The rebalance hook running now and since when (the "hook is blocking" signal).
@@ -372,8 +374,12 @@ impl Driver {
     }
 
     /// Hands `event` to the handler, and while its hook runs says so: in
-    /// [`GroupShared::hook`], and with a warning every [`HOOK_WARN_EVERY`] (the member sends
-    /// no heartbeat meanwhile; a hook longer than the session timeout gets it evicted).
+    /// [`GroupShared::hook`], and with a warning every [`HOOK_WARN_EVERY`]. Classic members keep
+    /// heartbeating their last synced generation meanwhile, every `heartbeat.interval.ms`, for
+    /// up to the rebalance timeout (as Java's heartbeat thread does): a revoke hook that drains
+    /// work for longer than the session timeout does not get the member evicted. Not during
+    /// `on_lost` (the membership is gone) nor with the KIP-848 protocol, whose heartbeats carry
+    /// the owned partitions and are sent only between hooks.
     async fn handle(&mut self, event: GroupEvent) {
         let kind = match &event {
             GroupEvent::Assigned { .. } => "on_assigned",
@@ -381,20 +387,84 @@ impl Driver {
             GroupEvent::Lost { .. } => "on_lost",
             _ => "group event",
         };
+        let mut heartbeats = matches!(
+            event,
+            GroupEvent::Assigned { .. } | GroupEvent::Revoked { .. }
+        ) && !self.member().is_consumer_protocol();
         let started = Instant::now();
         *self.shared.hook.lock().unwrap() = Some((kind, started));
-        let fut = self.handler.handle(event);
+        let handler = self.handler.clone();
+        let fut = handler.handle(event);
         tokio::pin!(fut);
+        let every = self
+            .shared
+            .heartbeat_interval
+            .max(Duration::from_millis(10));
+        let heartbeat_until = started + self.shared.rebalance_timeout;
+        let mut next_heartbeat = started + every;
+        let mut next_warn = started + HOOK_WARN_EVERY;
+        let mut in_flight: Option<InFlight> = None;
         loop {
+            let wake = if heartbeats {
+                next_heartbeat.min(next_warn)
+            } else {
+                next_warn
+            };
             tokio::select! {
                 _ = &mut fut => break,
-                _ = tokio::time::sleep(HOOK_WARN_EVERY) => {
-                    tracing::warn!(
-                        hook = kind,
-                        group = %self.shared.group_id,
-                        running_for = ?started.elapsed(),
-                        "rebalance hook still running; the member sends no heartbeat until it returns"
-                    );
+                r = wait_in_flight(&mut in_flight) => {
+                    in_flight = None;
+                    match r {
+                        Ok(AnyResponse::Classic(GroupResponse::Heartbeat(r))) => {
+                            let error = ErrorCode(r.error_code);
+                            // REBALANCE_IN_PROGRESS still refreshes the session: go on; the
+                            // member's own heartbeat after the hook rejoins.
+                            if error != ErrorCode::NONE && error != ErrorCode::REBALANCE_IN_PROGRESS {
+                                tracing::debug!(%error, hook = kind, "heartbeat during a hook refused; no more until it returns");
+                                heartbeats = false;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::debug!(error = %e, hook = kind, "heartbeat during a hook failed"),
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if now >= next_warn {
+                        next_warn = now + HOOK_WARN_EVERY;
+                        tracing::warn!(
+                            hook = kind,
+                            group = %self.shared.group_id,
+                            running_for = ?started.elapsed(),
+                            heartbeating = heartbeats && now < heartbeat_until,
+                            "rebalance hook still running"
+                        );
+                    }
+                    if heartbeats && now >= next_heartbeat {
+                        next_heartbeat = now + every;
+                        if now >= heartbeat_until {
+                            tracing::warn!(
+                                hook = kind,
+                                group = %self.shared.group_id,
+                                "rebalance hook ran past the rebalance timeout; heartbeats stop \
+                                 and the coordinator will evict this member"
+                            );
+                            heartbeats = false;
+                        } else if in_flight.is_none() {
+                            let request = match &*self.member() {
+                                AnyMember::Classic(m) => m.hook_heartbeat(),
+                                AnyMember::Consumer(_) => None,
+                            };
+                            if let Some((node, request)) = request {
+                                match self.coordinator_connection(node).await {
+                                    Ok(conn) => {
+                                        in_flight = Some(Box::pin(send(conn, AnyRequest::Classic(request))));
+                                    }
+                                    Err(e) => tracing::debug!(error = %e, "no coordinator connection for a heartbeat during a hook"),
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

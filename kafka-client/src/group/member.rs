@@ -415,6 +415,40 @@ impl Member {
         self.protocol
     }
 
+    /// A heartbeat for the generation this member last synced, with the coordinator's node id,
+    /// for the driver to send while a rebalance hook runs (the member's own requests wait until
+    /// the hook returns): the coordinator then keeps the member through a hook that runs longer
+    /// than the session timeout. Answers go to the driver, not to [`Member::handle_response`].
+    /// `None` without a synced generation, member id or coordinator, or when leaving or closed.
+    pub fn hook_heartbeat(&self) -> Option<(i32, GroupRequest)> {
+        if matches!(self.state, State::Leaving { .. } | State::Closed)
+            || self.generation < 0
+            || self.member_id.is_empty()
+        {
+            return None;
+        }
+        let node = self.coordinator.as_ref()?.node_id;
+        let v = self.versions.heartbeat;
+        let request = HeartbeatRequest {
+            group_id: ks(&self.config.group_id),
+            generation_id: self.generation,
+            member_id: ks(&self.member_id),
+            group_instance_id: if v >= 3 {
+                self.config.instance_id.as_deref().map(ks)
+            } else {
+                None
+            },
+            ..Default::default()
+        };
+        Some((
+            node,
+            GroupRequest::Heartbeat {
+                version: v,
+                request,
+            },
+        ))
+    }
+
     /// Whether the member is heartbeating in a synced generation.
     pub fn is_stable(&self) -> bool {
         matches!(self.state, State::Stable { .. })

@@ -7,6 +7,7 @@ mod client;
 mod consumer;
 mod group;
 mod group848;
+mod group_api;
 mod group_faults;
 mod group_java;
 mod group_migration;
