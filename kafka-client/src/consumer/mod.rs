@@ -364,10 +364,14 @@ impl Consumer {
                             .await
                             .and_then(|mut m| m.remove(&tp).unwrap_or(Err(Error::Closed)))
                             .map(|l| l.offset),
-                            Some(Ok(l)) => Err(Error::Misuse(format!(
-                                "ListOffsets gave offset {} for {tp}",
-                                l.offset
-                            ))),
+                            // A negative offset for Earliest/Latest: the broker misbehaves.
+                            Some(Ok(l)) => Err(Error::Protocol {
+                                peer: crate::error::Peer::Unknown,
+                                kind: crate::error::ProtocolErrorKind::Invalid(format!(
+                                    "ListOffsets gave offset {} for {tp}",
+                                    l.offset
+                                )),
+                            }),
                             Some(Err(e)) => Err(e.clone()),
                             None => Err(Error::Closed),
                         },
