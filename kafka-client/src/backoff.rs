@@ -1,10 +1,9 @@
-//! Jittered exponential backoff and broker throttling (KIP-219), sans-IO.
+//! Jittered exponential backoff, sans-IO.
 //!
 //! [`BackoffPolicy`] computes a delay from an attempt number; [`Backoff`] tracks the attempts of
-//! one thing (a request, a broker connection) against `now`; [`ThrottleTracker`] remembers, per
-//! broker, until when the broker asked us to hold back.
+//! one thing (a request, a broker connection) against `now`. Broker throttling (KIP-219) is
+//! kept per connection in `net.rs`.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::ClientConfig;
@@ -125,6 +124,7 @@ impl Backoff {
     }
 
     /// Consecutive failures so far.
+    #[cfg(test)]
     pub fn failures(&self) -> u32 {
         self.failures
     }
@@ -135,63 +135,9 @@ impl Backoff {
     }
 
     /// Whether a try may start at `now`.
+    #[cfg(test)]
     pub fn is_ready(&self, now: Instant) -> bool {
         self.ready_at.is_none_or(|at| at <= now)
-    }
-}
-
-/// Broker throttling (KIP-219): since KIP-219 a broker answers a quota-violating request at once
-/// with `throttle_time_ms`, and the *client* must not send to that broker until the time has
-/// passed (older request versions had the broker delay its response instead; for those, pass
-/// `client_side: false`).
-#[derive(Debug, Clone, Default)]
-pub struct ThrottleTracker {
-    until: HashMap<i32, Instant>,
-}
-
-impl ThrottleTracker {
-    /// Nothing throttled.
-    pub fn new() -> ThrottleTracker {
-        ThrottleTracker::default()
-    }
-
-    /// Records the `throttle_time_ms` of a response from `broker` received at `now`. Zero or
-    /// negative values (and responses the broker already delayed, `client_side: false`) change
-    /// nothing; a throttle never shortens one already in force.
-    pub fn record(&mut self, broker: i32, throttle_time_ms: i32, client_side: bool, now: Instant) {
-        if !client_side || throttle_time_ms <= 0 {
-            return;
-        }
-        let Some(until) = now.checked_add(Duration::from_millis(throttle_time_ms as u64)) else {
-            return;
-        };
-        let entry = self.until.entry(broker).or_insert(until);
-        if *entry < until {
-            *entry = until;
-        }
-    }
-
-    /// When requests may be sent to `broker` again (`now` if not throttled). Expired entries
-    /// are dropped lazily by [`prune`](Self::prune).
-    pub fn ready_at(&self, broker: i32, now: Instant) -> Instant {
-        self.until.get(&broker).map_or(now, |&at| at.max(now))
-    }
-
-    /// Whether `broker` may be sent to at `now`.
-    pub fn is_ready(&self, broker: i32, now: Instant) -> bool {
-        self.until.get(&broker).is_none_or(|&at| at <= now)
-    }
-
-    /// The earliest future instant at which a throttled broker becomes ready, for the driver's
-    /// timer.
-    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
-        self.until.values().copied().filter(|&at| at > now).min()
-    }
-
-    /// Forgets throttles that ended at or before `now` (keeps memory bounded by the brokers
-    /// currently throttled).
-    pub fn prune(&mut self, now: Instant) {
-        self.until.retain(|_, at| *at > now);
     }
 }
 
@@ -267,33 +213,6 @@ mod tests {
         b.succeed();
         assert!(b.is_ready(at));
         assert_eq!(b.fail(at, &mut rng), at + Duration::from_millis(250));
-    }
-
-    #[test]
-    fn throttle_tracking() {
-        let t0 = Instant::now();
-        let mut t = ThrottleTracker::new();
-        t.record(1, 0, true, t0);
-        t.record(1, -5, true, t0);
-        t.record(2, 1000, false, t0);
-        assert!(t.is_ready(1, t0) && t.is_ready(2, t0));
-        assert_eq!(t.poll_timeout(t0), None);
-        t.record(1, 300, true, t0);
-        assert!(!t.is_ready(1, t0));
-        assert!(t.is_ready(2, t0));
-        assert_eq!(t.ready_at(1, t0), t0 + Duration::from_millis(300));
-        // A shorter throttle does not shorten the one in force.
-        t.record(1, 100, true, t0 + Duration::from_millis(10));
-        assert_eq!(t.ready_at(1, t0), t0 + Duration::from_millis(300));
-        t.record(3, 50, true, t0);
-        assert_eq!(t.poll_timeout(t0), Some(t0 + Duration::from_millis(50)));
-        let later = t0 + Duration::from_millis(300);
-        assert!(t.is_ready(1, later));
-        assert_eq!(t.ready_at(1, later), later);
-        t.prune(later);
-        assert_eq!(t.poll_timeout(t0), None);
-        t.record(4, i32::MAX, true, t0);
-        assert!(!t.is_ready(4, t0 + Duration::from_secs(86_400)));
     }
 
     proptest! {

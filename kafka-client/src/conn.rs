@@ -81,17 +81,13 @@ impl ConnState {
         &self.peer
     }
 
-    /// Names the broker once its node id is known (bootstrap connections learn it late).
-    pub fn set_peer(&mut self, peer: Peer) {
-        self.peer = peer;
-    }
-
     /// Requests written and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
     /// The oldest unanswered request's send time, for request timeouts.
+    #[cfg(test)]
     pub fn oldest_sent_at(&self) -> Option<Instant> {
         self.in_flight
             .iter()

@@ -22,20 +22,53 @@
 //! - [`partitioner`]: the Java-compatible murmur2 key partitioner and the sticky /
 //!   uniform-sticky partitioner for records without a key (KIP-480, KIP-794).
 //! - [`sasl`]: SASL PLAIN and SCRAM-SHA-256/512 client state machines (RFC 4616, 5802, 7677).
-//! - [`backoff`]: jittered exponential backoff and per-broker throttle tracking (KIP-219).
+//! - `backoff` (crate-private): jittered exponential backoff.
 //! - [`error`]: the client [`Error`] type with `is_retriable()` / `is_fatal()`.
 //! - [`rng`]: the [`RandomSource`](rng::RandomSource) trait through which randomness is injected.
 //!
-//! A short example will open this page once the producer and consumer handles exist.
+//! # Example
+//!
+//! Produce a record, then read it back through a consumer group (see `examples/quickstart.rs`
+//! for a complete program that also starts a local Kafka):
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use kafka_client::config::{AutoOffsetReset, ConsumerConfig, ProducerConfig};
+//! use kafka_client::{Consumer, Producer, ProducerRecord};
+//!
+//! # async fn run() -> kafka_client::Result<()> {
+//! let mut pcfg = ProducerConfig::default();
+//! pcfg.client_mut().bootstrap_servers(vec!["127.0.0.1:9092".to_string()]);
+//! let producer = Producer::new(pcfg).await?;
+//! let delivery = producer
+//!     .send(ProducerRecord::new("events").key("account-1").value("deposit 10"))
+//!     .await?;
+//! let meta = delivery.await?; // acknowledged by the broker
+//! println!("written at {}:{}", meta.partition, meta.offset);
+//!
+//! let mut ccfg = ConsumerConfig::default();
+//! ccfg.client_mut().bootstrap_servers(vec!["127.0.0.1:9092".to_string()]);
+//! ccfg.group_id("readers".to_string());
+//! ccfg.auto_offset_reset(AutoOffsetReset::Earliest);
+//! let consumer = Consumer::new(ccfg).await?;
+//! consumer.subscribe(["events"]).await?;
+//! for record in consumer.poll(Duration::from_secs(1)).await? {
+//!     println!("{:?} = {:?}", record.key, record.value);
+//! }
+//! consumer.close().await;
+//! producer.close().await?;
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub use kafka_wire;
 
 pub mod admin;
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod client;
 pub mod config;
-pub mod conn;
+pub(crate) mod conn;
 pub mod consumer;
 pub mod error;
 pub mod group;

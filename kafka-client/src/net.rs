@@ -3,7 +3,7 @@
 //! [`Connection::connect`] opens TCP (and TLS), negotiates ApiVersions (sending our software name
 //! and version, KIP-511) and authenticates with SASL. After that two tasks serve the connection:
 //! a writer that encodes requests in the order they were submitted, and a reader that matches
-//! responses through [`ConnState`]. Requests are pipelined: many may be in flight at once.
+//! responses through the sans-IO `ConnState`. Requests are pipelined: many may be in flight at once.
 //!
 //! Any protocol violation, I/O error or request timeout closes the connection and fails every
 //! request in flight on it with the same error; the owner ([`crate::client::Client`]) then

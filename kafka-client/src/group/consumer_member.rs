@@ -325,11 +325,13 @@ impl ConsumerMember {
     }
 
     /// The heartbeat interval the coordinator asked for.
+    #[cfg(test)]
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
     }
 
     /// The partitions owned now (with resolved topic names).
+    #[cfg(test)]
     pub fn owned(&self) -> Vec<TopicPartition> {
         self.owned
             .iter()
@@ -356,11 +358,13 @@ impl ConsumerMember {
     }
 
     /// Whether the member is closed (left, fatal error, or not started).
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }
 
     /// The state's name, for logs and tests.
+    #[cfg(test)]
     pub fn state_name(&self) -> &'static str {
         match self.state {
             State::FindCoordinator { .. } => "FindCoordinator",

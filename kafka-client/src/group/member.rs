@@ -195,17 +195,6 @@ pub enum GroupRequest {
 }
 
 impl GroupRequest {
-    /// The API version the request was built for.
-    pub fn version(&self) -> i16 {
-        match self {
-            GroupRequest::FindCoordinator { version, .. }
-            | GroupRequest::JoinGroup { version, .. }
-            | GroupRequest::SyncGroup { version, .. }
-            | GroupRequest::Heartbeat { version, .. }
-            | GroupRequest::LeaveGroup { version, .. } => *version,
-        }
-    }
-
     /// Whether it must go to the coordinator (everything but FindCoordinator).
     pub fn to_coordinator(&self) -> bool {
         !matches!(self, GroupRequest::FindCoordinator { .. })
@@ -406,13 +395,9 @@ impl Member {
     }
 
     /// The partitions owned now.
+    #[cfg(test)]
     pub fn owned(&self) -> &BTreeSet<TopicPartition> {
         &self.owned
-    }
-
-    /// The rebalance protocol our balancers allow.
-    pub fn protocol(&self) -> RebalanceProtocol {
-        self.protocol
     }
 
     /// A heartbeat for the generation this member last synced, with the coordinator's node id,
@@ -455,6 +440,7 @@ impl Member {
     }
 
     /// Whether the member is closed (left, fatal error, or not started).
+    #[cfg(test)]
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }

@@ -3,8 +3,8 @@
 //! - [`balancer`]: the partition assignors ("balancers") of the classic group protocol — range,
 //!   round-robin, sticky and cooperative-sticky — as pure functions over the members' subscriptions,
 //!   with the `ConsumerProtocol` wire formats they exchange through JoinGroup / SyncGroup.
-//! - [`member`]: the classic-protocol group member as a sans-IO state machine.
-//! - [`consumer_member`]: the KIP-848 consumer-protocol member (`group.protocol=consumer`) as a
+//! - `member` (crate-private): the classic-protocol group member as a sans-IO state machine.
+//! - `consumer_member` (crate-private): the KIP-848 consumer-protocol member (`group.protocol=consumer`) as a
 //!   sans-IO state machine: ConsumerGroupHeartbeat, server-side assignors.
 //! - `driver` (internal): the tokio task that runs one member (either kind) for a
 //!   [`Consumer`](crate::Consumer); see [`Consumer::subscribe`](crate::Consumer::subscribe) and
@@ -15,9 +15,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub mod balancer;
-pub mod consumer_member;
+pub(crate) mod consumer_member;
 pub(crate) mod driver;
-pub mod member;
+pub(crate) mod member;
 
 /// A boxed, sendable future: what the [`RebalanceHooks`](crate::consumer::RebalanceHooks)
 /// methods return.

@@ -406,11 +406,8 @@ impl Core {
         had_seq
     }
 
-    pub fn config(&self) -> &CoreConfig {
-        &self.cfg
-    }
-
     /// Bytes of buffer memory in use.
+    #[cfg(test)]
     pub fn buffer_used(&self) -> usize {
         self.buffer_used
     }
@@ -533,6 +530,7 @@ impl Core {
 
     /// Appends a record to its partition's open batch (or a new one). `num_partitions` is the
     /// topic's partition count; `now_ms` the wall clock for a record without a timestamp.
+    #[cfg(test)]
     pub fn append(
         &mut self,
         now: Instant,

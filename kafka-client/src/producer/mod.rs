@@ -24,9 +24,9 @@
 //! # }
 //! ```
 
-pub mod core;
+pub(crate) mod core;
 mod transaction;
-pub mod txn;
+pub(crate) mod txn;
 
 pub use self::txn::{GroupMetadata, TxnOffset};
 
