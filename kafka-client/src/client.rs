@@ -472,35 +472,3 @@ async fn refresh_loop(weak: Weak<Inner>) {
         }
     }
 }
-
-/// The coordinator for `key` in a FindCoordinator answer of `version` (v4+ answers a list of
-/// keys; a missing key is COORDINATOR_NOT_AVAILABLE): (error, node id, host, port).
-pub(crate) fn coordinator_in(
-    r: &kafka_wire::messages::FindCoordinatorResponse,
-    version: i16,
-    key: &str,
-) -> (ErrorCode, i32, String, i32) {
-    if version >= 4 {
-        match r
-            .coordinators
-            .iter()
-            .find(|c| c.key.as_str() == key)
-            .or_else(|| r.coordinators.first())
-        {
-            Some(c) => (
-                ErrorCode(c.error_code),
-                c.node_id,
-                c.host.to_string(),
-                c.port,
-            ),
-            None => (ErrorCode::COORDINATOR_NOT_AVAILABLE, -1, String::new(), 0),
-        }
-    } else {
-        (
-            ErrorCode(r.error_code),
-            r.node_id,
-            r.host.to_string(),
-            r.port,
-        )
-    }
-}

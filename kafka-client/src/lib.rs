@@ -77,6 +77,7 @@ pub mod net;
 pub mod offsets;
 pub mod partitioner;
 pub mod producer;
+mod proto;
 pub mod rng;
 pub mod sasl;
 mod tls;

@@ -17,6 +17,7 @@ use kafka_wire::{ErrorCode, KString};
 use crate::client::{Client, Purpose};
 use crate::config::IsolationLevel;
 use crate::error::{BrokerError, Error, Result};
+use crate::proto::is_leader_error;
 use crate::types::{Offset, TopicPartition};
 
 /// The answer of ListOffsets for one partition.
@@ -43,22 +44,6 @@ pub(crate) fn wire_timestamp(offset: Offset) -> Result<i64> {
             "ListOffsets looks up Earliest, Latest or a Timestamp, not the offset {o}"
         ))),
     }
-}
-
-/// Leadership errors: the metadata was stale; refresh it and ask the new leader.
-pub(crate) fn is_leader_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::NOT_LEADER_OR_FOLLOWER
-            | ErrorCode::LEADER_NOT_AVAILABLE
-            | ErrorCode::UNKNOWN_LEADER_EPOCH
-            | ErrorCode::FENCED_LEADER_EPOCH
-            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-            | ErrorCode::REPLICA_NOT_AVAILABLE
-            | ErrorCode::KAFKA_STORAGE_ERROR
-            | ErrorCode::OFFSET_NOT_AVAILABLE
-            | ErrorCode::BROKER_NOT_AVAILABLE
-    )
 }
 
 /// Looks up offsets: `Earliest` (-2), `Latest` (-1) or the first offset at or after a
@@ -357,12 +342,5 @@ mod tests {
             wire_timestamp(Offset::Timestamp(-7)),
             Err(Error::Misuse(_))
         ));
-    }
-
-    #[test]
-    fn leader_errors() {
-        assert!(is_leader_error(ErrorCode::NOT_LEADER_OR_FOLLOWER));
-        assert!(is_leader_error(ErrorCode::FENCED_LEADER_EPOCH));
-        assert!(!is_leader_error(ErrorCode::OFFSET_OUT_OF_RANGE));
     }
 }

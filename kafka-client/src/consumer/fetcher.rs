@@ -25,7 +25,7 @@ use super::ConsumerRecord;
 use crate::config::{AutoOffsetReset, ConsumerConfig, IsolationLevel};
 use crate::error::{BrokerError, Error, Result};
 use crate::metadata::ClusterMetadata;
-use crate::offsets::is_leader_error;
+use crate::proto::is_leader_error;
 use crate::types::{Offset, TopicPartition};
 
 /// Something the driver must do for the core.

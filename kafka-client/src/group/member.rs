@@ -1094,11 +1094,8 @@ impl Member {
     }
 
     fn on_find_coordinator(&mut self, now: Instant, r: FindCoordinatorResponse) -> State {
-        let (error, node_id, host, port) = crate::client::coordinator_in(
-            &r,
-            self.versions.find_coordinator,
-            &self.config.group_id,
-        );
+        let (error, node_id, host, port) =
+            crate::proto::coordinator_in(&r, self.versions.find_coordinator, &self.config.group_id);
         if error == ErrorCode::GROUP_AUTHORIZATION_FAILED {
             return self.fatal(error);
         }
