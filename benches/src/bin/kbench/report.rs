@@ -187,7 +187,9 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-const COLORS: [&str; 5] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
 
 /// Bar chart of median MB/s per client with min-max whiskers.
 pub fn throughput_svg(title: &str, summaries: &[Summary]) -> String {

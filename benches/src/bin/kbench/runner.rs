@@ -29,15 +29,18 @@ pub enum ClientKind {
     Rdkafka,
     /// The pure-Rust `krafka` crate.
     Krafka,
+    /// The pure-Rust `kacrab` crate.
+    Kacrab,
 }
 
 impl ClientKind {
-    pub const ALL: [ClientKind; 5] = [
+    pub const ALL: [ClientKind; 6] = [
         ClientKind::Ours,
         ClientKind::Java,
         ClientKind::FranzGo,
         ClientKind::Rdkafka,
         ClientKind::Krafka,
+        ClientKind::Kacrab,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl ClientKind {
             ClientKind::FranzGo => "franz-go",
             ClientKind::Rdkafka => "rdkafka",
             ClientKind::Krafka => "krafka",
+            ClientKind::Kacrab => "kacrab",
         }
     }
 }
@@ -159,7 +163,7 @@ pub async fn prepare(kind: ClientKind, paths: &Paths, quiet: bool) -> Result<Lau
                 prefix: vec![],
             })
         }
-        ClientKind::Rdkafka | ClientKind::Krafka => {
+        ClientKind::Rdkafka | ClientKind::Krafka | ClientKind::Kacrab => {
             let name = kind.name();
             let manifest = paths.peers.join(name).join("Cargo.toml");
             let target = paths.out.join(name);

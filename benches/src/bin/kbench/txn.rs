@@ -5,8 +5,9 @@
 //! stamped records at a fixed rate to an input topic, and a read_committed reader (ours too) of
 //! the output measures end-to-end latency from each record's stamp (its intended send time, so
 //! a stalled producer is not hidden: coordinated omission) to its arrival. Only the copier
-//! differs: a worker process of the client under test (ours, Java, franz-go, rdkafka, krafka),
-//! whose CPU time is measured as for the other workloads (getrusage of the reaped child).
+//! differs: a worker process of the client under test (ours, Java, franz-go, rdkafka, krafka,
+//! kacrab), whose CPU time is measured as for the other workloads (getrusage of the reaped
+//! child).
 //!
 //! Copier worker protocol (`kbench worker`, and each peer's program), `--name value` pairs:
 //! ```text
