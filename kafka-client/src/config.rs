@@ -1004,6 +1004,13 @@ config_struct! {
         /// Transaction timeout sent to the coordinator. Default 40 s (below the 45 s consumer
         /// session timeout; Java's default is 60 s).
         transaction_timeout / get_transaction_timeout: Duration = Duration::from_secs(40), "transaction.timeout.ms";
+        /// Upper bound on `commit_transaction` and `abort_transaction`, from the call: a commit
+        /// whose EndTxn is still unanswered then fails with `Error::OutcomeUnknown` (the epoch is
+        /// bumped in the background, which settles the transaction on the coordinator), a
+        /// commit still waiting for its batches or offsets fails with `Error::Timeout` and must
+        /// be aborted, an abort returns `Error::Timeout` and keeps going (call it again to wait).
+        /// Default 60 s (Java bounds these calls by `max.block.ms`, also 60 s).
+        transaction_end_timeout / get_transaction_end_timeout: Duration = Duration::from_secs(60), "transaction.end.timeout.ms";
     }
 }
 
@@ -1095,6 +1102,12 @@ impl ProducerConfig {
         let ms = self.transaction_timeout.as_millis();
         if self.transactional() && (ms == 0 || ms > i32::MAX as u128) {
             return Err(invalid("transaction.timeout.ms must be in 1..=2147483647"));
+        }
+        let ms = self.transaction_end_timeout.as_millis();
+        if ms == 0 || ms > i32::MAX as u128 {
+            return Err(invalid(
+                "transaction.end.timeout.ms must be in 1..=2147483647",
+            ));
         }
         for (key, level, range) in [
             ("compression.gzip.level", self.compression_gzip_level, 1..=9),
@@ -1315,6 +1328,7 @@ mod tests {
         assert_eq!(p.compression, Codec::None);
         assert_eq!(p.delivery_timeout, Duration::from_secs(120));
         assert_eq!(p.transaction_timeout, Duration::from_secs(40));
+        assert_eq!(p.transaction_end_timeout, Duration::from_secs(60));
         assert_eq!(p.client.request_timeout, Duration::from_secs(30));
         assert_eq!(p.client.retry_backoff, Duration::from_millis(100));
         assert_eq!(p.client.retry_backoff_max, Duration::from_secs(1));
@@ -1576,6 +1590,27 @@ mod tests {
         let mut p = base_producer();
         p.buffer_memory(100usize);
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn transaction_end_timeout_is_parsed_and_validated() {
+        let p = ProducerConfig::from_properties([
+            ("bootstrap.servers", "127.0.0.1:9092"),
+            ("transactional.id", "t"),
+            ("transaction.end.timeout.ms", "2500"),
+        ])
+        .unwrap();
+        assert_eq!(
+            *p.get_transaction_end_timeout(),
+            Duration::from_millis(2500)
+        );
+        assert!(p.validate().is_ok());
+        let mut bad = p.clone();
+        bad.transaction_end_timeout(Duration::ZERO);
+        assert!(bad.validate().is_err());
+        bad.transaction_end_timeout(Duration::from_millis(i32::MAX as u64 + 1));
+        assert!(bad.validate().is_err());
+        assert!(ProducerConfig::from_properties([("transaction.end.timeout.ms", "soon")]).is_err());
     }
 
     #[test]

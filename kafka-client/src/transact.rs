@@ -56,6 +56,9 @@ use crate::group::BoxFuture;
 use crate::producer::{DeliveryFuture, GroupMetadata, Producer, ProducerRecord, TxnOffset};
 use crate::types::{Offset, TopicPartition};
 
+/// How many times `end` waits for an abort that is still waiting for batches in flight.
+const ABORT_WAITS: u32 = 5;
+
 /// What the open transaction consumed.
 #[derive(Default)]
 struct Consumed {
@@ -293,9 +296,25 @@ impl TransactSession {
                 "partitions of the transaction were revoked or lost; aborting"
             );
         }
-        self.producer.abort_transaction().await?;
+        self.abort().await?;
         self.rewind(&consumed.start, &assigned).await;
         Ok(false)
+    }
+
+    /// Aborts the open transaction. An abort still waiting for batches in flight when its wait
+    /// ends (`transaction.end.timeout.ms`) goes on in the producer: wait for it again, a few
+    /// times (the batches' `delivery.timeout.ms` bounds it).
+    async fn abort(&self) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match self.producer.abort_transaction().await {
+                Err(e @ Error::Timeout { .. }) if tries < ABORT_WAITS => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "the abort is still waiting for batches in flight");
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn commit(&self, consumed: &Consumed) -> Result<()> {

@@ -19,8 +19,13 @@
 //!   abort;
 //! - an abort drops the batches not sent yet (their records fail with [`Error::Aborted`]),
 //!   waits for the batches in flight, then sends EndTxn(abort);
-//! - a commit whose EndTxn never got a definite answer fails with [`Error::OutcomeUnknown`]:
-//!   it may or may not have committed;
+//! - a commit or an abort returns within about `transaction.end.timeout.ms` (60 s): a commit
+//!   whose EndTxn got no definite answer by then fails with [`Error::OutcomeUnknown`] (it may or
+//!   may not have committed; the epoch is bumped in the background, which settles it);
+//! - the coordinator may abort a transaction by itself when it outlives
+//!   `transaction.timeout.ms` (bumping the epoch, KIP-588): the transaction then fails, and the
+//!   abort recovers the producer with InitProducerId carrying the current id and epoch;
+//! - the commit and abort futures are cancel-safe: see [`Producer::commit_transaction`];
 //! - fencing (another producer with the same transactional id) is fatal: every later call fails
 //!   with [`Error::Fenced`] and buffered records fail with it;
 //! - `close` aborts a transaction still open.
@@ -59,9 +64,12 @@ pub(super) struct TxnShared {
     pub wake: Notify,
     /// Signalled (to all waiters) when an event was logged.
     pub events: Notify,
-    /// The upper bound of a commit or abort wait (a safety net: the manager's own deadlines
-    /// end them first).
+    /// The upper bound of a wait for offsets (a safety net: the manager's own deadlines end
+    /// it first).
     pub max_wait: Duration,
+    /// The upper bound of a commit or abort wait: `transaction.end.timeout.ms` and a little
+    /// slack for the driver (the manager itself reports at that deadline).
+    pub end_wait: Duration,
     /// `max.block.ms`: how long `init_transactions` and `begin_transaction` wait for the
     /// producer id.
     pub max_block: Duration,
@@ -74,9 +82,24 @@ pub(super) struct TxnState {
     log: VecDeque<(u64, TxnEvent)>,
     /// The accumulator mark a commit or abort waits for before `set_flushed`.
     flush_mark: Option<u64>,
+    /// The commit or abort whose caller has not seen its outcome yet (its future was dropped,
+    /// or its wait ran out): the next call of the same kind resumes waiting for it.
+    pending: Option<PendingEnd>,
     /// The transaction driver stopped.
     stopped: bool,
 }
+
+/// A commit or abort in progress, for the calls that resume it.
+#[derive(Debug, Clone, Copy)]
+struct PendingEnd {
+    commit: bool,
+    /// The event number when it was issued: its outcome is a later event.
+    start: u64,
+}
+
+/// Slack added to `transaction.end.timeout.ms` for the caller's wait: the manager reports at
+/// the deadline itself, this only covers the driver's step.
+const END_WAIT_SLACK: Duration = Duration::from_secs(2);
 
 impl TxnShared {
     /// The manager for `config` (which has a transactional id), with versions negotiated on one
@@ -105,12 +128,14 @@ impl TxnShared {
         cfg.request_timeout = *config.client().get_request_timeout();
         cfg.retry_backoff = *config.client().get_retry_backoff();
         cfg.retry_backoff_max = *config.client().get_retry_backoff_max();
+        cfg.end_txn_timeout = *config.get_transaction_end_timeout();
         let mut mgr = TxnManager::new(cfg.clone(), versions, OsRandom.next_u64(), Instant::now());
         let v2 = mgr.is_v2();
         tracing::debug!(transactional_id = %cfg.transactional_id, v2, ?versions, "transactional producer");
         mgr.init(Instant::now())?;
         let max_wait =
             (*config.get_delivery_timeout()).max(cfg.end_txn_timeout) + cfg.request_timeout * 2;
+        let end_wait = cfg.end_txn_timeout + END_WAIT_SLACK;
         Ok((
             TxnShared {
                 state: Mutex::new(TxnState {
@@ -118,11 +143,13 @@ impl TxnShared {
                     seq: 0,
                     log: VecDeque::new(),
                     flush_mark: None,
+                    pending: None,
                     stopped: false,
                 }),
                 wake: Notify::new(),
                 events: Notify::new(),
                 max_wait,
+                end_wait,
                 max_block: *config.get_max_block(),
             },
             v2,
@@ -188,12 +215,29 @@ impl Producer {
     /// are accepted until [`commit_transaction`](Self::commit_transaction) or
     /// [`abort_transaction`](Self::abort_transaction).
     ///
-    /// Errors: [`Error::Misuse`] while another transaction is open, the fatal error once
-    /// fenced.
+    /// Errors: [`Error::Misuse`] while another transaction is open (also one whose commit or
+    /// abort future was dropped and is still ending: call that method again to wait for it),
+    /// the fatal error once fenced.
     pub async fn begin_transaction(&self) -> Result<()> {
         self.wait_ready().await?;
         let txn = self.txn()?;
-        txn.state.lock().unwrap().mgr.begin()
+        let mut st = txn.state.lock().unwrap();
+        if let Some(p) = st.pending {
+            if st.mgr.ending().is_some() {
+                let call = if p.commit {
+                    "commit_transaction"
+                } else {
+                    "abort_transaction"
+                };
+                return Err(Error::Misuse(format!(
+                    "the previous transaction is still ending (its {call} future was dropped or \
+                     timed out): call {call} again to wait for its outcome"
+                )));
+            }
+            // It ended meanwhile; a new transaction discards the outcome nobody asked for.
+            st.pending = None;
+        }
+        st.mgr.begin()
     }
 
     /// Adds the consumer's offsets to the transaction (AddOffsetsToTxn, then TxnOffsetCommit
@@ -225,26 +269,61 @@ impl Producer {
     }
 
     /// Commits the transaction: sends everything buffered, waits for every batch's answer and
-    /// for the offsets, then EndTxn. Returns once the coordinator has answered.
+    /// for the offsets, then EndTxn. Returns once the coordinator has answered, and within about
+    /// `transaction.end.timeout.ms` (60 s) in any case.
     ///
     /// Errors: a batch or offset error of the transaction (the transaction must then be
-    /// aborted with [`abort_transaction`](Self::abort_transaction));
-    /// [`Error::OutcomeUnknown`] when EndTxn never got a definite answer (the producer is
-    /// ready for a new transaction, but this one may or may not have committed); the fatal
-    /// error once fenced.
+    /// aborted with [`abort_transaction`](Self::abort_transaction)); [`Error::Timeout`] when
+    /// the batches or offsets were still unanswered at that deadline (nothing was committed:
+    /// abort); [`Error::OutcomeUnknown`] when EndTxn got no definite answer by then (the
+    /// transaction may or may not have committed; the producer bumps its epoch, which settles
+    /// it on the coordinator and fences anything of it still in flight, and is then ready for
+    /// a new transaction); an abortable error carrying TRANSACTION_ABORTABLE when the
+    /// coordinator had aborted the transaction by itself (it outlived `transaction.timeout.ms`:
+    /// abort, which recovers the producer, KIP-588); the fatal error once fenced.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not stop the commit: the producer's task finishes it (EndTxn,
+    /// its retries and the deadline above) and keeps its outcome. The next `commit_transaction`
+    /// call resumes waiting for that same commit and returns its outcome instead of starting
+    /// another; `begin_transaction` and `abort_transaction` fail with [`Error::Misuse`] while it
+    /// is still ending. The same holds when this call's own wait ends with [`Error::Timeout`]
+    /// before the producer reported an outcome.
     pub async fn commit_transaction(&self) -> Result<()> {
         let txn = self.txn()?;
         let start = {
             let mut st = txn.state.lock().unwrap();
-            st.mgr.commit(Instant::now())?;
-            let mark = self.shared.core.lock().unwrap().flush();
-            st.flush_mark = Some(mark);
-            st.seq
+            match st.pending {
+                Some(PendingEnd {
+                    commit: true,
+                    start,
+                }) => start,
+                Some(PendingEnd { commit: false, .. }) if st.mgr.ending().is_some() => {
+                    return Err(Error::Misuse(
+                        "an abort is under way (its abort_transaction future was dropped or timed \
+                         out): call abort_transaction to wait for it"
+                            .to_string(),
+                    ));
+                }
+                _ => {
+                    st.pending = None;
+                    st.mgr.commit(Instant::now())?;
+                    let mark = self.shared.core.lock().unwrap().flush();
+                    st.flush_mark = Some(mark);
+                    let start = st.seq;
+                    st.pending = Some(PendingEnd {
+                        commit: true,
+                        start,
+                    });
+                    start
+                }
+            }
         };
         txn.wake.notify_one();
         self.shared.wake.notify_one();
         let outcome = self
-            .wait_event(start, |e| match e {
+            .wait_end(start, |e| match e {
                 TxnEvent::Committed => Some(Ok(())),
                 TxnEvent::Aborted => Some(Err(Error::Aborted)),
                 TxnEvent::OutcomeUnknown { error } => {
@@ -262,6 +341,23 @@ impl Producer {
 
     /// Aborts the transaction: records not sent yet fail with [`Error::Aborted`], batches in
     /// flight are answered first, then EndTxn(abort). Allowed after the transaction failed.
+    /// Returns within about `transaction.end.timeout.ms` (60 s).
+    ///
+    /// If the coordinator refuses our epoch (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH: it
+    /// aborted the transaction by itself after `transaction.timeout.ms`, or another producer
+    /// took over), the producer asks it with InitProducerId carrying the current id and epoch
+    /// (KIP-588): after a timeout abort that recovers the producer (the abort succeeds, with
+    /// the bumped epoch), after a takeover it fails with [`Error::Fenced`].
+    ///
+    /// Errors: [`Error::Timeout`] when batches in flight are still unanswered at the deadline
+    /// (the abort goes on: call again to wait for it; nothing of the transaction commits); the
+    /// fatal error once fenced. An EndTxn(abort) still unanswered at the deadline reports the
+    /// abort done and bumps the epoch in the background (`begin_transaction` waits for it).
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`commit_transaction`](Self::commit_transaction): dropping the future does not
+    /// stop the abort, and the next `abort_transaction` call resumes waiting for it.
     pub async fn abort_transaction(&self) -> Result<()> {
         let txn = self.txn()?;
         let start = {
@@ -270,16 +366,38 @@ impl Producer {
             let _callbacks = self.shared.callbacks.lock().unwrap();
             let (start, dropped) = {
                 let mut st = txn.state.lock().unwrap();
-                let now = Instant::now();
-                st.mgr.abort(now)?;
-                let mut core = self.shared.core.lock().unwrap();
-                if core.abort_unsent(&Error::Aborted) {
-                    // A dropped batch had been sent before: the broker may hold its sequence.
-                    st.mgr.abortable_error(now, Error::Aborted, true);
+                match st.pending {
+                    Some(PendingEnd {
+                        commit: false,
+                        start,
+                    }) => (start, Vec::new()),
+                    Some(PendingEnd { commit: true, .. }) if st.mgr.ending().is_some() => {
+                        return Err(Error::Misuse(
+                            "a commit is under way (its commit_transaction future was dropped or \
+                             timed out): call commit_transaction to wait for its outcome"
+                                .to_string(),
+                        ));
+                    }
+                    _ => {
+                        st.pending = None;
+                        let now = Instant::now();
+                        st.mgr.abort(now)?;
+                        let mut core = self.shared.core.lock().unwrap();
+                        if core.abort_unsent(&Error::Aborted) {
+                            // A dropped batch had been sent before: the broker may hold its
+                            // sequence.
+                            st.mgr.abortable_error(now, Error::Aborted, true);
+                        }
+                        // Flushed once the batches in flight are answered.
+                        st.flush_mark = Some(core.last_batch_id());
+                        let start = st.seq;
+                        st.pending = Some(PendingEnd {
+                            commit: false,
+                            start,
+                        });
+                        (start, core.take_completed())
+                    }
                 }
-                // Flushed once the batches in flight are answered.
-                st.flush_mark = Some(core.last_batch_id());
-                (st.seq, core.take_completed())
             };
             super::run_callbacks(dropped);
             start
@@ -287,7 +405,7 @@ impl Producer {
         self.shared.progress.notify_waiters();
         txn.wake.notify_one();
         self.shared.wake.notify_one();
-        self.wait_event(start, |e| match e {
+        self.wait_end(start, |e| match e {
             TxnEvent::Aborted => Some(Ok(())),
             TxnEvent::Fatal(e) => Some(Err(e.clone())),
             _ => None,
@@ -317,6 +435,41 @@ impl Producer {
                 .find_map(|(_, e)| pick(e))
         })
         .await
+    }
+
+    /// Waits (up to `transaction.end.timeout.ms` and a little slack) for the outcome of the
+    /// commit or abort issued at event `start`; once this call has it, nobody waits for that
+    /// end any more. A wait that ends without an outcome leaves it pending for the next call.
+    async fn wait_end(
+        &self,
+        start: u64,
+        pick: impl Fn(&TxnEvent) -> Option<Result<()>>,
+    ) -> Result<()> {
+        let txn = self.txn()?;
+        let waited = self
+            .wait_until(
+                txn.end_wait,
+                "the end of the transaction (transaction.end.timeout.ms)",
+                |st| {
+                    st.log
+                        .iter()
+                        .filter(|(seq, _)| *seq > start)
+                        .find_map(|(_, e)| pick(e))
+                        .map(Ok)
+                },
+            )
+            .await;
+        let outcome = match waited {
+            // No outcome yet: the end stays pending for the next call.
+            Err(e @ Error::Timeout { .. }) => return Err(e),
+            Ok(outcome) => outcome,
+            Err(e) => Err(e),
+        };
+        let mut st = txn.state.lock().unwrap();
+        if st.pending.is_some_and(|p| p.start == start) {
+            st.pending = None;
+        }
+        outcome
     }
 
     /// Waits (up to `limit`) until `done` answers, looking again at every logged event; a fatal
@@ -368,8 +521,8 @@ fn fencing(e: &Error) -> bool {
 }
 
 /// Applies what the accumulator reported and the manager's events; returns the request to
-/// send and when to look again.
-fn step(sh: &Shared, txn: &TxnShared) -> (Option<TxnRequest>, Option<Instant>) {
+/// send (with its number, [`TxnManager::in_flight_request`]) and when to look again.
+fn step(sh: &Shared, txn: &TxnShared) -> (Option<(TxnRequest, u64)>, Option<Instant>) {
     let now = Instant::now();
     let mut st = txn.state.lock().unwrap();
     let st = &mut *st;
@@ -418,7 +571,10 @@ fn step(sh: &Shared, txn: &TxnShared) -> (Option<TxnRequest>, Option<Instant>) {
             logged = true;
         }
     }
-    let req = st.mgr.poll_request();
+    let req = st
+        .mgr
+        .poll_request()
+        .map(|r| (r, st.mgr.in_flight_request().unwrap_or(0)));
     let timeout = st.mgr.poll_timeout();
     if logged {
         txn.events.notify_waiters();
@@ -441,26 +597,42 @@ pub(super) async fn drive_txn(sh: Arc<Shared>) {
         if sh.driver_done.load(Ordering::SeqCst) || sh.client.is_closed() {
             break;
         }
-        if let Some(req) = req {
+        if let Some((req, number)) = req {
             let what = request_name(&req.body);
             let sent = Instant::now();
-            let result = send(&sh.client, req).await;
+            let reply = send(&sh.client, req);
+            tokio::pin!(reply);
+            // The manager's deadlines run while the request is out: at a commit's or abort's
+            // deadline it gives up on an EndTxn still unanswered; the answer is then dropped
+            // (with the future), never handed in late.
+            let result = loop {
+                let wake_at = txn.state.lock().unwrap().mgr.poll_timeout();
+                let far = Instant::now() + Duration::from_secs(3600);
+                tokio::select! {
+                    r = &mut reply => break Some(r),
+                    _ = tokio::time::sleep_until(wake_at.unwrap_or(far).into()) => {
+                        let mut st = txn.state.lock().unwrap();
+                        st.mgr.handle_timeout(Instant::now());
+                        if st.mgr.in_flight_request() != Some(number) {
+                            break None;
+                        }
+                    }
+                }
+            };
             let now = Instant::now();
             tracing::trace!(
                 request = what,
                 ms = now.duration_since(sent).as_secs_f64() * 1e3,
-                ok = result.is_ok(),
-                "transaction request answered"
+                answered = result.as_ref().is_some_and(|r| r.is_ok()),
+                "transaction request done"
             );
-            {
-                let mut st = txn.state.lock().unwrap();
-                match result {
-                    Ok(resp) => st.mgr.handle_response(now, resp),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "transaction request failed");
-                        st.mgr.handle_transport_error(now);
-                    }
+            match result {
+                Some(Ok(resp)) => txn.state.lock().unwrap().mgr.handle_response(now, resp),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "transaction request failed");
+                    txn.state.lock().unwrap().mgr.handle_transport_error(now);
                 }
+                None => tracing::debug!(request = what, "transaction request abandoned"),
             }
             sh.wake.notify_one();
             continue;

@@ -16,7 +16,9 @@
 //!   answer: connection lost, or the driver's own timeout), [`TxnManager::handle_timeout`] (the
 //!   instant from [`TxnManager::poll_timeout`] has passed), and what the accumulator reports:
 //!   [`TxnManager::set_flushed`], [`TxnManager::abortable_error`], [`TxnManager::fatal_error`].
-//! - Queries for the accumulator: [`TxnManager::may_send`], [`TxnManager::producer_id`].
+//! - Queries for the accumulator: [`TxnManager::may_send`], [`TxnManager::producer_id`]; for
+//!   the driver: [`TxnManager::in_flight_request`] (a request given up on must not be answered
+//!   late).
 //! - Outputs, polled after every input in this order: [`TxnManager::poll_event`] until `None`,
 //!   then [`TxnManager::poll_request`] until `None`, then [`TxnManager::poll_timeout`].
 //!
@@ -39,14 +41,14 @@
 //!        v                          |      |
 //!   InTransaction --commit/abort--> Ending{Committing | Aborting} --EndTxn ok--> Ready
 //!        |                          ^   |         (v1 abort needing a bump: Initializing)
-//!        | batch or request failed  |   | EndTxn failed for good (timeouts,
-//!        v                  abort   |   | UNKNOWN_SERVER_ERROR): Initializing with the
-//!   AbortableError -----------------+   v current id/epoch (KIP-360), then Ready
-//!   (commit refused)               Initializing
+//!        | batch or request failed  |   | EndTxn failed for good (its deadline,
+//!        v                  abort   |   | UNKNOWN_SERVER_ERROR), or an abort refused
+//!   AbortableError -----------------+   v (KIP-588): Initializing with the current
+//!   (commit refused)               Initializing   id/epoch (KIP-360), then Ready
 //! ```
 //!
 //! A commit that meets an abortable error while it waits (its flush, its AddPartitionsToTxn,
-//! its offsets) goes to `AbortableError` too.
+//! its offsets, or its deadline before EndTxn could go) goes to `AbortableError` too.
 //!
 //! `Ending` first waits for what the transaction still needs (AddPartitionsToTxn of partitions
 //! with batches, the offsets of [`TxnManager::add_offsets`]) and for [`TxnManager::set_flushed`]
@@ -67,22 +69,45 @@
 //!   driver, and unexpected codes of the in-transaction requests. UNKNOWN_PRODUCER_ID and
 //!   INVALID_PRODUCER_ID_MAPPING are abortable and need an epoch bump: with transactions v1 the
 //!   abort is followed by InitProducerId carrying the current id and epoch (KIP-360).
+//! - **Refused epoch** (KIP-588, below): PRODUCER_FENCED and INVALID_PRODUCER_EPOCH to a request
+//!   of the open transaction (AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, and EndTxn of
+//!   a commit, with INVALID_TXN_STATE) make it abortable with TRANSACTION_ABORTABLE; to
+//!   EndTxn(abort) they start the KIP-588 check.
 //! - **Fatal** ([`TxnEvent::Fatal`]; every later command fails with it): PRODUCER_FENCED,
-//!   INVALID_PRODUCER_EPOCH and TRANSACTION_COORDINATOR_FENCED from a coordinator (as
-//!   [`Error::Fenced`]), TRANSACTIONAL_ID_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED,
-//!   INVALID_TXN_STATE, INVALID_TRANSACTION_TIMEOUT, unexpected codes of InitProducerId and
-//!   EndTxn, and an epoch bump that the negotiated InitProducerId version (< 3) cannot express.
+//!   INVALID_PRODUCER_EPOCH and TRANSACTION_COORDINATOR_FENCED to InitProducerId (as
+//!   [`Error::Fenced`]: a takeover, confirmed by the coordinator), TRANSACTION_COORDINATOR_FENCED
+//!   elsewhere, TRANSACTIONAL_ID_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED,
+//!   INVALID_TXN_STATE (but to a commit, see above), INVALID_TRANSACTION_TIMEOUT, unexpected
+//!   codes of InitProducerId and EndTxn, and an epoch bump that the negotiated InitProducerId
+//!   version (< 3) cannot express.
 //!
-//! # An EndTxn without an answer (SEMANTICS.md, KAFKA-17754)
+//! # Bounded ends, and an EndTxn without an answer (SEMANTICS.md, KAFKA-17754)
 //!
 //! A commit is reported only on an EndTxn answer without error. When an EndTxn gets no answer
 //! (connection lost, timed out), the same EndTxn is sent again (the coordinator answers a retry
-//! idempotently) until `end_txn_timeout` has passed since the first one. When it fails for good
-//! (that deadline, or UNKNOWN_SERVER_ERROR), the manager bumps the epoch with InitProducerId
-//! carrying the current id and epoch: the coordinator then completes or aborts the transaction
-//! and fences any delayed request of ours. The outcome is reported as [`TxnEvent::Aborted`] for
-//! an abort and as [`TxnEvent::OutcomeUnknown`] for a commit (treat it as not committed:
-//! rewind to the committed offsets, read with `read_committed`).
+//! idempotently). Every commit and abort has a deadline, `end_txn_timeout`
+//! (`transaction.end.timeout.ms`) after the command, which [`TxnManager::poll_timeout`]
+//! includes (see [`TxnManager::handle_timeout`] for what happens there). When the EndTxn fails
+//! for good (that deadline with its answer unknown, or UNKNOWN_SERVER_ERROR), the outcome is
+//! reported at once, [`TxnEvent::Aborted`] for an abort and [`TxnEvent::OutcomeUnknown`] for a
+//! commit (treat it as not committed: rewind to the committed offsets, read with
+//! `read_committed`), and the manager bumps the epoch with InitProducerId carrying the current
+//! id and epoch: the coordinator then completes or aborts the transaction and fences any
+//! delayed request of ours. The next transaction begins once the bump is done.
+//!
+//! # The coordinator aborted the transaction (KIP-588)
+//!
+//! A transaction that outlives `transaction.timeout.ms` (a slow caller, a coordinator outage)
+//! is aborted by the coordinator itself, which bumps the epoch. Our next request of it is
+//! refused: a Produce with INVALID_PRODUCER_EPOCH (the marker carries the new epoch), an
+//! AddPartitionsToTxn or EndTxn with PRODUCER_FENCED (v1), an EndTxn(commit) with
+//! INVALID_TXN_STATE (v2). The transaction fails (abortable); the caller aborts. With v2 the
+//! coordinator answers that EndTxn(abort) as a retry, with the bumped epoch. With v1 it refuses
+//! it with PRODUCER_FENCED, exactly as it would after another producer took over; the manager
+//! then sends InitProducerId with the current id and epoch (as Java's epoch bump and franz-go's
+//! KIP-588 recovery do): after a timeout abort the coordinator's last epoch is ours, so it
+//! answers the bumped epoch and the abort is reported; after a takeover it answers
+//! PRODUCER_FENCED, which is fatal. Fencing stays permanent; the coordinator decides.
 //!
 //! # Transactions v2 (KIP-890 part 2)
 //!
@@ -153,8 +178,9 @@ pub struct TxnConfig {
     pub retry_backoff: Duration,
     /// `retry.backoff.max.ms`: largest wait; default 1 s.
     pub retry_backoff_max: Duration,
-    /// How long an EndTxn whose outcome is unknown is retried before the manager gives up and
-    /// bumps the epoch; default 60 s.
+    /// `transaction.end.timeout.ms`: how long a commit or abort may take from the command; an
+    /// EndTxn still unanswered then is given up (the outcome reported, the epoch bumped);
+    /// default 60 s.
     pub end_txn_timeout: Duration,
 }
 
@@ -398,13 +424,16 @@ enum State {
         bump: bool,
     },
     /// Committing or aborting. `unknown`: an EndTxn was sent without a definite answer;
-    /// `deadline`: when retrying such an EndTxn stops.
+    /// `deadline`: when the commit or abort gives up (`end_txn_timeout` after the command; an
+    /// abort that reached it before its EndTxn could go gets a new one when the EndTxn goes);
+    /// `end_sent`: an EndTxn of this transaction has been sent.
     Ending {
         txn: Txn,
         commit: bool,
         bump: bool,
         unknown: Option<Error>,
         deadline: Option<Instant>,
+        end_sent: bool,
     },
     FatalError(Error),
 }
@@ -435,6 +464,12 @@ fn classify(code: ErrorCode, txn_id: &str, unexpected_fatal: bool) -> Class {
         ErrorCode::NONE => Class::Ok,
         ErrorCode::COORDINATOR_NOT_AVAILABLE | ErrorCode::NOT_COORDINATOR => Class::Refind,
         ErrorCode::CONCURRENT_TRANSACTIONS => Class::Concurrent,
+        // A request of the open transaction whose epoch the coordinator refuses: it may have
+        // aborted the transaction by itself (KIP-588). The abort finds out (`recover_epoch`).
+        c if epoch_refused(c) && !unexpected_fatal => Class::Abortable {
+            error: refused_error(c, txn_id, "a request of the transaction"),
+            bump: true,
+        },
         // From a coordinator, INVALID_PRODUCER_EPOCH means a newer epoch exists: fenced.
         ErrorCode::PRODUCER_FENCED
         | ErrorCode::INVALID_PRODUCER_EPOCH
@@ -465,6 +500,29 @@ fn classify(code: ErrorCode, txn_id: &str, unexpected_fatal: bool) -> Class {
             bump: false,
         },
     }
+}
+
+/// Whether `code` says the coordinator refuses our producer epoch.
+fn epoch_refused(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::PRODUCER_FENCED | ErrorCode::INVALID_PRODUCER_EPOCH
+    )
+}
+
+/// The abortable error of a request whose epoch (or transaction) the coordinator refused. It
+/// carries TRANSACTION_ABORTABLE, not the fencing code, since fencing is not established yet:
+/// the abort asks the coordinator (KIP-588).
+fn refused_error(code: ErrorCode, txn_id: &str, what: &str) -> Error {
+    BrokerError::new(ErrorCode::TRANSACTION_ABORTABLE)
+        .with_group(txn_id)
+        .with_message(format!(
+            "{what} answered {}: the coordinator no longer holds the transaction at our epoch \
+             (it aborted it after transaction.timeout.ms, or another producer took over); abort \
+             the transaction",
+            code.name().unwrap_or("an error")
+        ))
+        .into()
 }
 
 /// Orders classes by how much they decide: a fatal error wins over an abortable one, which
@@ -504,6 +562,8 @@ pub struct TxnManager {
     rng: SeededRng,
     events: VecDeque<TxnEvent>,
     last_now: Instant,
+    /// Requests polled so far (names the one in flight, [`TxnManager::in_flight_request`]).
+    requests: u64,
 }
 
 impl std::fmt::Debug for TxnManager {
@@ -540,6 +600,7 @@ impl TxnManager {
             rng: SeededRng::new(seed),
             events: VecDeque::new(),
             last_now: now,
+            requests: 0,
             cfg,
         }
     }
@@ -549,12 +610,25 @@ impl TxnManager {
         self.v2
     }
 
+    /// The number of the request in flight (counted from 1 by [`TxnManager::poll_request`]),
+    /// if one is. A driver that still waits for an answer after an input must drop that wait
+    /// when this no longer names its request: the manager gave up on it (a commit's or abort's
+    /// deadline passed), and an answer arriving later must not be handed in.
+    pub fn in_flight_request(&self) -> Option<u64> {
+        match &self.io {
+            Io::InFlight { .. } => Some(self.requests),
+            _ => None,
+        }
+    }
+
     /// The producer id and epoch, once initialized.
+    #[cfg(test)]
     pub fn producer_id(&self) -> Option<(i64, i16)> {
         self.producer
     }
 
     /// The transaction coordinator, once found.
+    #[cfg(test)]
     pub fn coordinator(&self) -> Option<&Coordinator> {
         self.txn_coordinator.as_ref()
     }
@@ -602,6 +676,14 @@ impl TxnManager {
     /// transaction may begin.
     pub fn is_ready(&self) -> bool {
         matches!(self.state, State::Ready)
+    }
+
+    /// `Some(true)` while a commit is under way, `Some(false)` while an abort is, else `None`.
+    pub fn ending(&self) -> Option<bool> {
+        match &self.state {
+            State::Ending { commit, .. } => Some(*commit),
+            _ => None,
+        }
     }
 
     /// Whether the manager waits for [`TxnManager::set_flushed`] before it can send EndTxn.
@@ -732,7 +814,8 @@ impl TxnManager {
                     commit: true,
                     bump: false,
                     unknown: None,
-                    deadline: None,
+                    deadline: Some(now + self.cfg.end_txn_timeout),
+                    end_sent: false,
                 };
                 self.settle();
                 Ok(())
@@ -765,7 +848,8 @@ impl TxnManager {
             commit: false,
             bump,
             unknown: None,
-            deadline: None,
+            deadline: Some(now + self.cfg.end_txn_timeout),
+            end_sent: false,
         };
         self.settle();
         Ok(())
@@ -806,12 +890,21 @@ impl TxnManager {
         self.events.pop_front()
     }
 
-    /// When [`TxnManager::handle_timeout`] must be called next.
+    /// When [`TxnManager::handle_timeout`] must be called next: the end of a backoff, the
+    /// deadline of the request in flight, or the deadline of a commit or abort.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.io {
+        let io = match &self.io {
             Io::Idle => None,
             Io::Wait(t) => Some(*t),
             Io::InFlight { deadline, .. } => Some(*deadline),
+        };
+        let end = match &self.state {
+            State::Ending { deadline, .. } => *deadline,
+            _ => None,
+        };
+        match (io, end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -824,6 +917,7 @@ impl TxnManager {
             _ => return None,
         }
         let (kind, target, version, body) = self.next_request()?;
+        self.requests += 1;
         self.io = Io::InFlight {
             kind,
             deadline: now + self.cfg.request_timeout,
@@ -838,13 +932,52 @@ impl TxnManager {
     // ---------------------------------------------------------------------------------------
     // Inputs from the network and the clock
 
-    /// Time has passed: ends backoffs, and expires a request in flight (as a transport error).
+    /// Time has passed: ends backoffs, expires a request in flight (as a transport error), and
+    /// ends a commit or abort whose deadline (`end_txn_timeout`) passed:
+    /// - once its EndTxn was sent, the outcome is reported at once ([`TxnEvent::OutcomeUnknown`]
+    ///   for a commit, [`TxnEvent::Aborted`] for an abort: EndTxn(commit) never went, so nothing
+    ///   of it can commit) and the epoch is bumped in the background (KIP-360/KIP-588), which
+    ///   fences whatever of ours is still in flight; an EndTxn still in flight is abandoned;
+    /// - a commit whose EndTxn could not go yet (batches, partitions or offsets unanswered)
+    ///   fails with [`TxnEvent::AbortableError`] ([`Error::Timeout`]): nothing committed, the
+    ///   caller aborts;
+    /// - an abort whose EndTxn could not go yet keeps going (it cannot be hurried: batches in
+    ///   flight must be answered first); its deadline restarts when its EndTxn goes.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.last_now = now;
         match &self.io {
             Io::Wait(t) if now >= *t => self.io = Io::Idle,
             Io::InFlight { deadline, .. } if now >= *deadline => self.handle_transport_error(now),
             _ => {}
+        }
+        let State::Ending {
+            commit,
+            deadline,
+            end_sent,
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        if deadline.is_none_or(|d| now < d) {
+            return;
+        }
+        match (*end_sent, *commit) {
+            (true, commit) => {
+                tracing::debug!(
+                    commit,
+                    "transaction end deadline passed with EndTxn unanswered"
+                );
+                self.give_up_end(None);
+            }
+            (false, true) => {
+                let error = Error::Timeout {
+                    what: "the commit's batches and offsets (transaction.end.timeout.ms)",
+                    after: self.cfg.end_txn_timeout,
+                };
+                self.enter_abortable(error, false);
+            }
+            (false, false) => *deadline = None,
         }
     }
 
@@ -1074,6 +1207,7 @@ impl TxnManager {
                 bump,
                 unknown,
                 deadline,
+                end_sent,
             } => {
                 self.state = State::Ending {
                     txn,
@@ -1081,6 +1215,7 @@ impl TxnManager {
                     bump: bump || bump_epoch,
                     unknown,
                     deadline,
+                    end_sent,
                 };
             }
             other => self.state = other,
@@ -1096,15 +1231,16 @@ impl TxnManager {
             TxnEvent::Aborted
         };
         if bump && !self.v2 {
-            self.start_bump(event);
+            self.start_bump(Some(event));
         } else {
             self.state = State::Ready;
             self.events.push_back(event);
         }
     }
 
-    /// InitProducerId with the current id and epoch (KIP-360), then `report`.
-    fn start_bump(&mut self, report: TxnEvent) {
+    /// InitProducerId with the current id and epoch (KIP-360), then `report` (if any) once it
+    /// is done.
+    fn start_bump(&mut self, report: Option<TxnEvent>) {
         if self.versions.init_producer_id < 3 {
             self.enter_fatal(
                 BrokerError::new(ErrorCode::UNSUPPORTED_VERSION)
@@ -1116,12 +1252,17 @@ impl TxnManager {
         }
         self.state = State::Initializing {
             bump: self.producer,
-            report: Some(report),
+            report,
         };
     }
 
-    /// An EndTxn failed for good: bump the epoch; the transaction's outcome is unknown for a
-    /// commit, and aborted for an abort (the coordinator aborts what is still open).
+    /// An EndTxn failed for good (the deadline passed with its answer unknown, or
+    /// UNKNOWN_SERVER_ERROR): the outcome is reported at once, [`TxnEvent::OutcomeUnknown`] for
+    /// a commit and [`TxnEvent::Aborted`] for an abort (the coordinator aborts what is still
+    /// open: an EndTxn(commit) was never sent), and the epoch is bumped in the background with
+    /// InitProducerId carrying the current id and epoch, which completes the transaction on
+    /// the coordinator and fences any delayed request of ours (KAFKA-17754). A request still
+    /// in flight is abandoned. `begin` waits for the bump (the manager is `Initializing`).
     fn give_up_end(&mut self, error: Option<Error>) {
         let State::Ending {
             commit, unknown, ..
@@ -1130,16 +1271,44 @@ impl TxnManager {
             return;
         };
         let error = error.or(unknown).unwrap_or(Error::Timeout {
-            what: "EndTxn",
+            what: "EndTxn (transaction.end.timeout.ms)",
             after: self.cfg.end_txn_timeout,
         });
         tracing::warn!(%error, commit, "EndTxn failed for good; bumping the epoch");
-        let report = if commit {
+        if matches!(self.io, Io::InFlight { .. }) {
+            self.io = Io::Idle;
+        }
+        self.events.push_back(if commit {
             TxnEvent::OutcomeUnknown { error }
         } else {
             TxnEvent::Aborted
-        };
-        self.start_bump(report);
+        });
+        self.start_bump(None);
+    }
+
+    /// KIP-588. The transaction coordinator refused our epoch (PRODUCER_FENCED,
+    /// INVALID_PRODUCER_EPOCH) to an EndTxn(abort). Either another producer with our
+    /// transactional id took over, or the coordinator aborted our transaction by itself
+    /// because it outlived `transaction.timeout.ms` (it bumps the epoch when it does, for
+    /// example during a coordinator outage). InitProducerId with the current id and epoch tells
+    /// the two apart: after a timeout abort the coordinator accepts it (the epoch it bumped
+    /// from is its last epoch) and answers the bumped epoch; after a takeover it answers
+    /// PRODUCER_FENCED, which is then fatal. Recovered, the abort is reported.
+    fn recover_epoch(&mut self, code: ErrorCode) {
+        let fenced = Error::Fenced(BrokerError::new(code).with_group(&self.cfg.transactional_id));
+        if self.versions.init_producer_id < 3 {
+            // No way to ask: fencing it is.
+            self.enter_fatal(fenced);
+            return;
+        }
+        tracing::info!(
+            ?code,
+            "the coordinator refused our epoch; asking whether it aborted the transaction itself (KIP-588)"
+        );
+        if matches!(self.io, Io::InFlight { .. }) {
+            self.io = Io::Idle;
+        }
+        self.start_bump(Some(TxnEvent::Aborted));
     }
 
     fn find(&self, group: Option<&str>) -> (Kind, Target, i16, TxnRequestBody) {
@@ -1338,8 +1507,12 @@ impl TxnManager {
             Want::End(commit) => {
                 let now = self.last_now;
                 let timeout = self.cfg.end_txn_timeout;
-                if let State::Ending { deadline, .. } = &mut self.state {
+                if let State::Ending {
+                    deadline, end_sent, ..
+                } = &mut self.state
+                {
                     deadline.get_or_insert(now + timeout);
+                    *end_sent = true;
                 }
                 let request = EndTxnRequest {
                     transactional_id: txn_id,
@@ -1369,7 +1542,7 @@ impl TxnManager {
             .as_deref()
             .unwrap_or(self.cfg.transactional_id.as_str());
         let (code, node_id, host, port) =
-            crate::client::coordinator_in(&r, self.versions.find_coordinator, key);
+            crate::proto::coordinator_in(&r, self.versions.find_coordinator, key);
         if code == ErrorCode::NONE && node_id >= 0 {
             let c = Coordinator {
                 node_id,
@@ -1468,6 +1641,7 @@ impl TxnManager {
                 // Not tried because another partition failed: follows that one's fate.
                 ErrorCode::OPERATION_NOT_ATTEMPTED => Class::Retry,
                 code => match classify(code, &txn_id, false) {
+                    c @ Class::Abortable { .. } if epoch_refused(code) => c,
                     Class::Abortable { bump, .. } => Class::Abortable {
                         error: BrokerError::new(code)
                             .with_group(txn_id.clone())
@@ -1538,6 +1712,7 @@ impl TxnManager {
                             tracing::debug!(%tp, ?code, "TxnOffsetCommit partition will be retried");
                             c
                         }
+                        c @ Class::Abortable { .. } if epoch_refused(code) => c,
                         Class::Abortable { bump, .. } => Class::Abortable {
                             error: BrokerError::new(code)
                                 .with_group(group.clone())
@@ -1588,10 +1763,39 @@ impl TxnManager {
     fn on_end_txn(&mut self, now: Instant, r: EndTxnResponse) {
         let code = ErrorCode(r.error_code);
         let class = classify(code, &self.cfg.transactional_id, true);
-        let State::Ending { commit, bump, .. } = &self.state else {
+        let State::Ending {
+            commit,
+            bump,
+            unknown,
+            ..
+        } = &self.state
+        else {
             return;
         };
-        let (commit, bump) = (*commit, *bump);
+        let (commit, bump, unknown) = (*commit, *bump, unknown.is_some());
+        // KIP-588: the coordinator no longer holds the transaction at our epoch. It aborted it
+        // by itself (it outlived transaction.timeout.ms; with transactions v2 a commit then gets
+        // INVALID_TXN_STATE, with v1 PRODUCER_FENCED), or another producer took over.
+        if epoch_refused(code) || (commit && code == ErrorCode::INVALID_TXN_STATE) {
+            if !commit {
+                self.recover_epoch(code);
+            } else if unknown && code != ErrorCode::INVALID_TXN_STATE {
+                // An earlier EndTxn(commit) went unanswered and may have committed before a
+                // takeover: the outcome is unknown. The bump asks the coordinator whether we
+                // are fenced.
+                self.give_up_end(Some(refused_error(
+                    code,
+                    &self.cfg.transactional_id,
+                    "EndTxn(commit)",
+                )));
+            } else {
+                // Refused, so not committed: the caller aborts, and the abort finds out
+                // whether we are fenced (`recover_epoch`).
+                let error = refused_error(code, &self.cfg.transactional_id, "EndTxn(commit)");
+                self.enter_abortable(error, true);
+            }
+            return;
+        }
         match class {
             Class::Ok => {
                 self.succeed();
@@ -1623,8 +1827,12 @@ impl TxnManager {
                 self.enter_abortable(error, bump);
             }
             Class::Abortable { .. } => {
-                // An abort the coordinator cannot take as is: the bump aborts it.
-                self.give_up_end(None);
+                // An abort the coordinator cannot take as is (UNKNOWN_PRODUCER_ID,
+                // INVALID_PRODUCER_ID_MAPPING): the bump aborts it.
+                if matches!(self.io, Io::InFlight { .. }) {
+                    self.io = Io::Idle;
+                }
+                self.start_bump(Some(TxnEvent::Aborted));
             }
         }
     }

@@ -373,9 +373,15 @@ fn assert_everything_fails(h: &mut H, check: fn(&Error) -> bool) {
     assert!(!h.m.may_send(&tp(0)));
 }
 
+/// Whether `e` is the abortable error of a request whose epoch the coordinator refused.
+fn is_refused(e: &Error) -> bool {
+    e.broker_code() == Some(ErrorCode::TRANSACTION_ABORTABLE) && !e.is_fatal()
+}
+
 #[test]
 fn fencing_is_fatal_and_sticks() {
-    // Fenced by AddPartitionsToTxn in a transaction.
+    // Refused by AddPartitionsToTxn in a transaction: the transaction fails, and the abort
+    // asks the coordinator (KIP-588), which confirms the fencing.
     let mut h = H::ready(v1());
     h.m.begin().unwrap();
     h.m.add_partition(&tp(0)).unwrap();
@@ -384,6 +390,22 @@ fn fencing_is_fatal_and_sticks() {
         tp(0),
         ErrorCode::PRODUCER_FENCED,
     )])));
+    let ev = h.events();
+    assert!(
+        matches!(ev.as_slice(), [TxnEvent::AbortableError(e)] if is_refused(e)),
+        "{ev:?}"
+    );
+    assert!(h.m.commit(h.now).is_err());
+    h.m.abort(h.now).unwrap();
+    // Nothing was added, so no EndTxn: the bump asks at once.
+    let r = h.req();
+    assert!(
+        matches!(&r.body, TxnRequestBody::InitProducerId(i) if (i.producer_id, i.producer_epoch) == (PID, 0)),
+        "{r:?}"
+    );
+    h.answer(TxnResponse::InitProducerId(init_err(
+        ErrorCode::PRODUCER_FENCED,
+    )));
     let ev = h.events();
     assert!(
         matches!(ev.as_slice(), [TxnEvent::Fatal(e)] if is_fenced(e)),
@@ -419,7 +441,8 @@ fn fencing_is_fatal_and_sticks() {
     assert!(matches!(h.events().as_slice(), [TxnEvent::Fatal(e)] if auth(e)));
     assert_everything_fails(&mut h, auth);
 
-    // PRODUCER_FENCED on EndTxn: fatal, never committed.
+    // PRODUCER_FENCED on EndTxn(commit): never committed; the abort's EndTxn is refused too,
+    // and the coordinator refuses the KIP-588 bump: fenced for good.
     let mut h = H::ready(v2());
     h.m.begin().unwrap();
     h.m.add_partition(&tp(0)).unwrap();
@@ -429,9 +452,26 @@ fn fencing_is_fatal_and_sticks() {
     h.answer(TxnResponse::EndTxn(end_err(ErrorCode::PRODUCER_FENCED)));
     let ev = h.events();
     assert!(
+        matches!(ev.as_slice(), [TxnEvent::AbortableError(e)] if is_refused(e)),
+        "{ev:?}"
+    );
+    h.m.abort(h.now).unwrap();
+    h.m.set_flushed(h.now);
+    let (committed, ..) = h.end_txn();
+    assert!(!committed);
+    h.answer(TxnResponse::EndTxn(end_err(ErrorCode::PRODUCER_FENCED)));
+    assert!(h.events().is_empty());
+    assert!(matches!(&h.req().body, TxnRequestBody::InitProducerId(i) if i.producer_epoch == 0));
+    // Kafka answers InitProducerId below v4 with INVALID_PRODUCER_EPOCH for fencing.
+    h.answer(TxnResponse::InitProducerId(init_err(
+        ErrorCode::INVALID_PRODUCER_EPOCH,
+    )));
+    let ev = h.events();
+    assert!(
         matches!(ev.as_slice(), [TxnEvent::Fatal(e)] if is_fenced(e)),
         "{ev:?}"
     );
+    assert!(!ev.iter().any(|e| matches!(e, TxnEvent::Committed)));
     assert_everything_fails(&mut h, is_fenced);
 }
 
@@ -757,6 +797,13 @@ fn commit_refused_after_an_abortable_error() {
 }
 
 fn committing(versions: TxnVersions, cfg: TxnConfig) -> H {
+    let mut h = committing_unflushed(versions, cfg);
+    h.m.set_flushed(h.now);
+    h
+}
+
+/// A commit of one partition (added) whose batches are not answered yet.
+fn committing_unflushed(versions: TxnVersions, cfg: TxnConfig) -> H {
     let mut h = H::with_config(cfg, versions);
     h.m.init(h.now).unwrap();
     h.find_txn(1);
@@ -773,7 +820,6 @@ fn committing(versions: TxnVersions, cfg: TxnConfig) -> H {
         )])));
     }
     h.m.commit(h.now).unwrap();
-    h.m.set_flushed(h.now);
     h
 }
 
@@ -821,6 +867,7 @@ fn end_txn_that_fails_for_good_bumps_the_epoch_and_reports_no_commit() {
         cfg.end_txn_timeout = Duration::from_secs(5);
         cfg.request_timeout = Duration::from_secs(2);
         let mut h = committing(versions, cfg);
+        let t0 = h.now;
         let mut sent = 0;
         let mut ev = Vec::new();
         // Every EndTxn goes unanswered until the end-txn deadline passes.
@@ -838,14 +885,20 @@ fn end_txn_that_fails_for_good_bumps_the_epoch_and_reports_no_commit() {
                 }
                 other => panic!("{other:?}"),
             }
-            h.advance(Duration::from_secs(2));
+            // No answer: time runs to the request's deadline (or the commit's, if sooner).
+            h.wait_backoff();
             ev.extend(h.events());
             if h.m.state_name() == "Committing" {
                 h.wait_backoff();
             }
         }
         assert!(sent >= 2, "retried before giving up");
-        assert!(ev.is_empty(), "{ev:?}");
+        // Reported at the deadline (5 s after the commit), before the bump is done.
+        assert_eq!(h.now - t0, Duration::from_secs(5));
+        assert!(
+            matches!(ev.as_slice(), [TxnEvent::OutcomeUnknown { .. }]),
+            "{ev:?}"
+        );
         assert_eq!(h.m.state_name(), "Initializing");
         let r = loop {
             let r = h.req();
@@ -865,13 +918,10 @@ fn end_txn_that_fails_for_good_bumps_the_epoch_and_reports_no_commit() {
         assert!(
             matches!(
                 ev.as_slice(),
-                [
-                    TxnEvent::EpochBumped {
-                        producer_id: PID,
-                        epoch: 1
-                    },
-                    TxnEvent::OutcomeUnknown { .. }
-                ]
+                [TxnEvent::EpochBumped {
+                    producer_id: PID,
+                    epoch: 1
+                }]
             ),
             "{ev:?}"
         );
@@ -884,14 +934,18 @@ fn end_txn_that_fails_for_good_bumps_the_epoch_and_reports_no_commit() {
     h.answer(TxnResponse::EndTxn(end_err(
         ErrorCode::UNKNOWN_SERVER_ERROR,
     )));
-    assert!(h.events().is_empty());
+    let ev = h.events();
+    assert!(
+        matches!(ev.as_slice(), [TxnEvent::OutcomeUnknown { error }]
+            if error.broker_code() == Some(ErrorCode::UNKNOWN_SERVER_ERROR)),
+        "{ev:?}"
+    );
     let r = h.req();
     assert!(matches!(&r.body, TxnRequestBody::InitProducerId(i) if i.producer_epoch == 0));
     h.answer(TxnResponse::InitProducerId(init_ok(PID, 1)));
     let ev = h.events();
     assert!(
-        matches!(ev.as_slice(), [TxnEvent::EpochBumped { .. }, TxnEvent::OutcomeUnknown { error }]
-            if error.broker_code() == Some(ErrorCode::UNKNOWN_SERVER_ERROR)),
+        matches!(ev.as_slice(), [TxnEvent::EpochBumped { .. }]),
         "{ev:?}"
     );
 }
@@ -1167,7 +1221,8 @@ fn an_epoch_bump_needs_init_producer_id_v3() {
     )));
     let ev = h.events();
     assert!(
-        matches!(ev.as_slice(), [TxnEvent::Fatal(e)] if e.broker_code() == Some(ErrorCode::UNSUPPORTED_VERSION)),
+        matches!(ev.as_slice(), [TxnEvent::OutcomeUnknown { .. }, TxnEvent::Fatal(e)]
+            if e.broker_code() == Some(ErrorCode::UNSUPPORTED_VERSION)),
         "{ev:?}"
     );
     assert!(!ev.iter().any(|e| matches!(e, TxnEvent::Committed)));
@@ -1212,4 +1267,352 @@ fn add_partitions_without_an_answer_are_sent_again() {
     )])));
     assert!(h.m.may_send(&tp(1)));
     assert!(h.events().is_empty());
+}
+
+// -------------------------------------------------------------------------------------------
+// transaction.end.timeout.ms: commit and abort are bounded
+
+/// A config whose end deadline (10 s) comes before the request timeout (30 s), so an EndTxn
+/// that is never answered meets the end deadline first.
+fn short_end() -> TxnConfig {
+    let mut cfg = TxnConfig::new(TXN_ID);
+    cfg.end_txn_timeout = Duration::from_secs(10);
+    cfg
+}
+
+#[test]
+fn a_commit_with_end_txn_unanswered_is_outcome_unknown_at_its_deadline() {
+    for versions in [v1(), v2()] {
+        let mut h = committing(versions, short_end());
+        let t0 = h.now;
+        let _ = h.end_txn();
+        let number = h.m.in_flight_request().expect("EndTxn in flight");
+        // The driver's timer: the commit's deadline, not the request's.
+        assert_eq!(h.m.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        h.advance(Duration::from_millis(9_999));
+        assert!(h.events().is_empty(), "nothing before the deadline");
+        assert_eq!(h.m.in_flight_request(), Some(number));
+        h.advance(Duration::from_millis(1));
+        let ev = h.events();
+        assert!(
+            matches!(
+                ev.as_slice(),
+                [TxnEvent::OutcomeUnknown {
+                    error: Error::Timeout { .. }
+                }]
+            ),
+            "{ev:?}"
+        );
+        // The EndTxn is abandoned (its late answer is never handed in) and the epoch is
+        // bumped with the current id and epoch, to the same coordinator.
+        assert_eq!(h.m.in_flight_request(), None);
+        assert_eq!(h.m.state_name(), "Initializing");
+        assert!(!h.m.is_ready() && h.m.begin().is_err());
+        let r = h.req();
+        assert_eq!(r.target, Target::TransactionCoordinator(coord(1)));
+        assert!(
+            matches!(&r.body, TxnRequestBody::InitProducerId(i) if (i.producer_id, i.producer_epoch) == (PID, 0)),
+            "{r:?}"
+        );
+        h.answer(TxnResponse::InitProducerId(init_ok(PID, 1)));
+        assert!(matches!(
+            h.events().as_slice(),
+            [TxnEvent::EpochBumped {
+                producer_id: PID,
+                epoch: 1
+            }]
+        ));
+        assert!(h.m.is_ready());
+    }
+}
+
+#[test]
+fn the_deadline_counts_from_the_commit_not_from_the_first_end_txn() {
+    let mut h = committing_unflushed(v2(), TxnConfig::new(TXN_ID));
+    let deadline = h.now + Duration::from_secs(60);
+    assert_eq!(h.m.poll_timeout(), Some(deadline));
+    // The batches take 55 s; EndTxn then has 5 s left.
+    h.advance(Duration::from_secs(55));
+    h.m.set_flushed(h.now);
+    let _ = h.end_txn();
+    assert_eq!(h.m.poll_timeout(), Some(deadline));
+    h.advance(Duration::from_secs(5));
+    assert!(matches!(
+        h.events().as_slice(),
+        [TxnEvent::OutcomeUnknown { .. }]
+    ));
+}
+
+#[test]
+fn a_commit_still_waiting_for_its_batches_at_the_deadline_fails_and_aborts() {
+    let mut h = committing_unflushed(v1(), short_end());
+    h.advance(Duration::from_secs(10));
+    let ev = h.events();
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [TxnEvent::AbortableError(Error::Timeout { .. })]
+        ),
+        "{ev:?}"
+    );
+    h.no_req();
+    assert_eq!(h.m.state_name(), "AbortableError");
+    // The caller aborts; the abort waits for the batches, then EndTxn(abort).
+    h.m.abort(h.now).unwrap();
+    h.no_req();
+    h.m.set_flushed(h.now);
+    let (committed, ..) = h.end_txn();
+    assert!(!committed);
+    h.answer(TxnResponse::EndTxn(end_ok()));
+    assert!(matches!(h.events().as_slice(), [TxnEvent::Aborted]));
+}
+
+#[test]
+fn an_abort_is_bounded_once_its_end_txn_went_and_keeps_going_before() {
+    let mut h = H::ready(v2());
+    h.m.begin().unwrap();
+    h.m.add_partition(&tp(0)).unwrap();
+    h.m.abort(h.now).unwrap();
+    // Batches in flight: nothing to do at the deadline but wait; no busy timer after it.
+    h.advance(Duration::from_secs(60));
+    assert!(h.events().is_empty());
+    assert_eq!(h.m.state_name(), "Aborting");
+    assert_eq!(h.m.poll_timeout(), None);
+    // The batches are answered 20 s later: EndTxn(abort) goes with a new deadline.
+    h.advance(Duration::from_secs(20));
+    h.m.set_flushed(h.now);
+    let (committed, ..) = h.end_txn();
+    assert!(!committed);
+    let deadline = h.now + Duration::from_secs(60);
+    assert_eq!(h.m.poll_timeout(), Some(h.now + Duration::from_secs(30)));
+    // Unanswered: retried until the new deadline, then reported aborted and bumped.
+    loop {
+        let at = h.m.poll_timeout().expect("a timer");
+        h.advance(at - h.now);
+        if h.m.ending().is_none() {
+            break;
+        }
+        while let Some(r) = h.m.poll_request() {
+            match r.body {
+                TxnRequestBody::FindCoordinator(_) => {
+                    h.answer(TxnResponse::FindCoordinator(find_ok(TXN_ID, 1)))
+                }
+                TxnRequestBody::EndTxn(e) => assert!(!e.committed),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(h.now, deadline);
+    assert!(matches!(h.events().as_slice(), [TxnEvent::Aborted]));
+    assert!(matches!(&h.req().body, TxnRequestBody::InitProducerId(i) if i.producer_epoch == 0));
+}
+
+// -------------------------------------------------------------------------------------------
+// KIP-588: the coordinator aborted the transaction by itself (transaction.timeout.ms)
+
+/// A v1 transaction with tp(0) added and a batch that failed with INVALID_PRODUCER_EPOCH (the
+/// coordinator's timeout abort wrote a marker with the bumped epoch), aborted and flushed: the
+/// EndTxn(abort) is out.
+fn v1_abort_after_a_coordinator_timeout(init_producer_id: i16) -> H {
+    let mut h = H::ready(TxnVersions {
+        init_producer_id,
+        ..v1()
+    });
+    h.m.begin().unwrap();
+    h.m.add_partition(&tp(0)).unwrap();
+    let _ = h.req();
+    h.answer(TxnResponse::AddPartitionsToTxn(add_parts_resp(&[(
+        tp(0),
+        ErrorCode::NONE,
+    )])));
+    h.m.abortable_error(
+        h.now,
+        BrokerError::new(ErrorCode::INVALID_PRODUCER_EPOCH)
+            .with_partition("out", 0)
+            .into(),
+        false,
+    );
+    let _ = h.events();
+    h.m.abort(h.now).unwrap();
+    h.m.set_flushed(h.now);
+    let (committed, pid, epoch, _) = h.end_txn();
+    assert_eq!((committed, pid, epoch), (false, PID, 0));
+    h
+}
+
+#[test]
+fn a_refused_abort_recovers_with_init_producer_id_at_the_current_epoch() {
+    for code in [
+        ErrorCode::PRODUCER_FENCED,
+        ErrorCode::INVALID_PRODUCER_EPOCH,
+    ] {
+        let mut h = v1_abort_after_a_coordinator_timeout(5);
+        h.answer(TxnResponse::EndTxn(end_err(code)));
+        assert!(h.events().is_empty(), "{code:?}: not fatal, not done yet");
+        assert_eq!(h.m.state_name(), "Initializing");
+        let r = h.req();
+        assert_eq!(r.target, Target::TransactionCoordinator(coord(1)));
+        let TxnRequestBody::InitProducerId(i) = &r.body else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (i.producer_id, i.producer_epoch),
+            (PID, 0),
+            "current id and epoch"
+        );
+        // The coordinator's previous epoch was ours: it answers the epoch it bumped to.
+        h.answer(TxnResponse::InitProducerId(init_ok(PID, 1)));
+        let ev = h.events();
+        assert!(
+            matches!(
+                ev.as_slice(),
+                [
+                    TxnEvent::EpochBumped {
+                        producer_id: PID,
+                        epoch: 1
+                    },
+                    TxnEvent::Aborted
+                ]
+            ),
+            "{code:?}: {ev:?}"
+        );
+        assert!(h.m.fatal().is_none());
+        // And the producer goes on.
+        h.m.begin().unwrap();
+        h.m.add_partition(&tp(1)).unwrap();
+        let r = h.req();
+        assert!(
+            matches!(&r.body, TxnRequestBody::AddPartitionsToTxn(a) if a.v3_and_below_producer_epoch == 1)
+        );
+    }
+}
+
+#[test]
+fn a_refused_abort_after_a_takeover_is_fenced() {
+    let mut h = v1_abort_after_a_coordinator_timeout(5);
+    h.answer(TxnResponse::EndTxn(end_err(ErrorCode::PRODUCER_FENCED)));
+    let _ = h.req();
+    // Another producer initialized the id: the coordinator forgot our epoch.
+    h.answer(TxnResponse::InitProducerId(init_err(
+        ErrorCode::PRODUCER_FENCED,
+    )));
+    let ev = h.events();
+    assert!(
+        matches!(ev.as_slice(), [TxnEvent::Fatal(e)] if is_fenced(e)),
+        "{ev:?}"
+    );
+    assert_everything_fails(&mut h, is_fenced);
+    // Without InitProducerId v3 there is no way to ask: fenced at once.
+    let mut h = v1_abort_after_a_coordinator_timeout(2);
+    h.answer(TxnResponse::EndTxn(end_err(ErrorCode::PRODUCER_FENCED)));
+    assert!(matches!(h.events().as_slice(), [TxnEvent::Fatal(e)] if is_fenced(e)));
+    h.no_req();
+}
+
+#[test]
+fn a_commit_the_coordinator_already_aborted_fails_and_the_abort_recovers() {
+    // v2: EndTxn(commit) after the coordinator's timeout abort is INVALID_TXN_STATE; the
+    // abort is then answered with the bumped epoch (the coordinator takes it as a retry).
+    let mut h = committing(v2(), TxnConfig::new(TXN_ID));
+    let _ = h.end_txn();
+    h.answer(TxnResponse::EndTxn(end_err(ErrorCode::INVALID_TXN_STATE)));
+    let ev = h.events();
+    assert!(
+        matches!(ev.as_slice(), [TxnEvent::AbortableError(e)] if is_refused(e)),
+        "{ev:?}"
+    );
+    assert!(h.m.fatal().is_none());
+    h.m.abort(h.now).unwrap();
+    h.m.set_flushed(h.now);
+    let (committed, ..) = h.end_txn();
+    assert!(!committed);
+    h.answer(TxnResponse::EndTxn(EndTxnResponse {
+        producer_id: PID,
+        producer_epoch: 1,
+        ..Default::default()
+    }));
+    assert!(matches!(
+        h.events().as_slice(),
+        [TxnEvent::EpochBumped { epoch: 1, .. }, TxnEvent::Aborted]
+    ));
+
+    // v1: PRODUCER_FENCED to the first EndTxn(commit): not committed, abort, KIP-588 bump.
+    let mut h = committing(v1(), TxnConfig::new(TXN_ID));
+    let _ = h.end_txn();
+    h.answer(TxnResponse::EndTxn(end_err(ErrorCode::PRODUCER_FENCED)));
+    assert!(matches!(h.events().as_slice(), [TxnEvent::AbortableError(e)] if is_refused(e)));
+    h.m.abort(h.now).unwrap();
+    h.m.set_flushed(h.now);
+    let _ = h.end_txn();
+    h.answer(TxnResponse::EndTxn(end_err(ErrorCode::PRODUCER_FENCED)));
+    assert!(matches!(&h.req().body, TxnRequestBody::InitProducerId(i) if i.producer_epoch == 0));
+    h.answer(TxnResponse::InitProducerId(init_ok(PID, 1)));
+    assert!(matches!(
+        h.events().as_slice(),
+        [TxnEvent::EpochBumped { epoch: 1, .. }, TxnEvent::Aborted]
+    ));
+
+    // v1: an earlier EndTxn(commit) went unanswered (it may have committed before a takeover):
+    // the refusal of the retry makes the outcome unknown, and the bump asks about fencing.
+    let mut h = committing(v1(), TxnConfig::new(TXN_ID));
+    let _ = h.end_txn();
+    h.m.handle_transport_error(h.now);
+    h.wait_backoff();
+    h.find_txn(1);
+    let _ = h.end_txn();
+    h.answer(TxnResponse::EndTxn(end_err(ErrorCode::PRODUCER_FENCED)));
+    assert!(matches!(
+        h.events().as_slice(),
+        [TxnEvent::OutcomeUnknown { .. }]
+    ));
+    assert!(matches!(&h.req().body, TxnRequestBody::InitProducerId(i) if i.producer_epoch == 0));
+    h.answer(TxnResponse::InitProducerId(init_ok(PID, 1)));
+    assert!(matches!(
+        h.events().as_slice(),
+        [TxnEvent::EpochBumped { epoch: 1, .. }]
+    ));
+    assert!(h.m.is_ready());
+}
+
+#[test]
+fn requests_of_a_transaction_the_coordinator_aborted_make_it_abortable_not_fatal() {
+    // v2 offsets: TxnOffsetCommit refused with the old epoch.
+    let mut h = H::ready(v2());
+    h.m.begin().unwrap();
+    h.m.add_offsets(h.now, group(), offsets()).unwrap();
+    find_group(&mut h, 3);
+    let _ = h.req();
+    h.answer(TxnResponse::TxnOffsetCommit(commit_resp(&[
+        (0, ErrorCode::INVALID_PRODUCER_EPOCH),
+        (1, ErrorCode::INVALID_PRODUCER_EPOCH),
+    ])));
+    let ev = h.events();
+    assert!(
+        matches!(ev.as_slice(), [TxnEvent::AbortableError(e)] if is_refused(e)),
+        "{ev:?}"
+    );
+    // v1 AddOffsetsToTxn refused.
+    let mut h = H::ready(v1());
+    h.m.begin().unwrap();
+    h.m.add_offsets(h.now, group(), offsets()).unwrap();
+    let r = h.req();
+    assert!(matches!(r.body, TxnRequestBody::AddOffsetsToTxn(_)));
+    h.answer(TxnResponse::AddOffsetsToTxn(AddOffsetsToTxnResponse {
+        error_code: ErrorCode::PRODUCER_FENCED.0,
+        ..Default::default()
+    }));
+    let ev = h.events();
+    assert!(
+        matches!(ev.as_slice(), [TxnEvent::AbortableError(e)] if is_refused(e)),
+        "{ev:?}"
+    );
+    // InitProducerId refusing a fresh producer stays fatal (that is a takeover, not a timeout).
+    let mut h = H::new(v1());
+    h.m.init(h.now).unwrap();
+    h.find_txn(1);
+    let _ = h.req();
+    h.answer(TxnResponse::InitProducerId(init_err(
+        ErrorCode::PRODUCER_FENCED,
+    )));
+    assert!(matches!(h.events().as_slice(), [TxnEvent::Fatal(e)] if is_fenced(e)));
 }
