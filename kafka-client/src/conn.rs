@@ -9,6 +9,12 @@
 //! connection while it processes a request), so the in-flight requests form a queue and every
 //! response must carry the correlation id at its front. Anything else means the stream is out of
 //! sync; the only safe reaction is to drop the connection.
+//!
+//! One exception: a request we gave up on ([`ConnState::give_up`], its caller timed out while
+//! the connection stayed alive) leaves the queue, and its correlation id is remembered (the
+//! last [`LATE_MEMORY`] of them). When its answer comes after all, in its place in the order,
+//! it is a *late answer*: dropped with a debug log, and the connection goes on. A correlation
+//! id we never sent, or a late answer overtaking an older request, is still a violation.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -21,6 +27,10 @@ use kafka_wire::messages::{ApiVersionsRequest, ApiVersionsResponse};
 use kafka_wire::{ApiKey, Decode, ErrorCode};
 
 use crate::error::{Error, Peer, ProtocolErrorKind};
+
+/// How many given-up correlation ids a connection remembers (bounded memory: an id forgotten
+/// this way makes its late answer a protocol violation, which closes the connection).
+pub const LATE_MEMORY: usize = 1024;
 
 /// A request written and not yet answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +45,8 @@ pub struct InFlight {
     pub sent_at: Instant,
     /// Whether the broker will answer (false only for Produce with acks=0).
     pub expects_response: bool,
+    /// Its place in the order of requests written on this connection.
+    seq: u64,
 }
 
 /// A response matched to its request, the header already read.
@@ -53,6 +65,12 @@ pub struct ConnState {
     client_id: Option<String>,
     next_correlation_id: i32,
     in_flight: VecDeque<InFlight>,
+    /// Requests given up on: (correlation id, place in the order), oldest first.
+    late: VecDeque<(i32, u64)>,
+    /// Requests written so far (the next one's place in the order).
+    written: u64,
+    /// Late answers dropped so far.
+    late_answers: u64,
     decoder: FrameDecoder,
     max_request_bytes: usize,
 }
@@ -71,6 +89,9 @@ impl ConnState {
             client_id,
             next_correlation_id: 0,
             in_flight: VecDeque::new(),
+            late: VecDeque::new(),
+            written: 0,
+            late_answers: 0,
             decoder: FrameDecoder::new(max_response_bytes),
             max_request_bytes,
         }
@@ -119,6 +140,8 @@ impl ConnState {
         )?;
         // Wrap to 0 rather than go negative: some brokers' logs treat negative ids as suspect.
         self.next_correlation_id = correlation_id.checked_add(1).unwrap_or(0);
+        let seq = self.written;
+        self.written += 1;
         if expects_response {
             self.in_flight.push_back(InFlight {
                 correlation_id,
@@ -126,22 +149,82 @@ impl ConnState {
                 version,
                 sent_at: now,
                 expects_response,
+                seq,
             });
         }
         Ok(correlation_id)
     }
 
-    /// Takes the next complete response out of `buf` (bytes read from the socket), if there is
-    /// one. An error means the connection must be closed.
-    pub fn read_response(&mut self, buf: &mut BytesMut) -> Result<Option<Answer>, Error> {
-        let Some(mut frame) = self
-            .decoder
-            .decode(buf)
-            .map_err(|e| Error::decode(self.peer.clone(), e))?
+    /// When the request with `correlation_id` was written, if it is in flight.
+    pub fn sent_at(&self, correlation_id: i32) -> Option<Instant> {
+        self.in_flight
+            .iter()
+            .find(|r| r.correlation_id == correlation_id)
+            .map(|r| r.sent_at)
+    }
+
+    /// Gives up on the request with `correlation_id` (its caller timed out): it leaves the
+    /// in-flight queue, and its answer, if it still comes, is dropped as a late answer instead
+    /// of breaking the connection. Returns whether it was in flight.
+    pub fn give_up(&mut self, correlation_id: i32) -> bool {
+        let Some(i) = self
+            .in_flight
+            .iter()
+            .position(|r| r.correlation_id == correlation_id)
         else {
-            return Ok(None);
+            return false;
         };
+        let req = self.in_flight.remove(i).expect("position found above");
+        if self.late.len() == LATE_MEMORY {
+            self.late.pop_front();
+        }
+        self.late.push_back((correlation_id, req.seq));
+        true
+    }
+
+    /// The request at place `seq` is answered: given-up requests before it can no longer be
+    /// answered in order, so their ids are forgotten (their answer now would be a violation).
+    fn answered_up_to(&mut self, seq: u64) {
+        self.late.retain(|(_, s)| *s > seq);
+    }
+
+    /// Late answers dropped so far (answers to requests given up on).
+    pub fn late_answers(&self) -> u64 {
+        self.late_answers
+    }
+
+    /// Takes the next complete response out of `buf` (bytes read from the socket), if there is
+    /// one. Late answers (to requests given up on) are dropped on the way. An error means the
+    /// connection must be closed.
+    pub fn read_response(&mut self, buf: &mut BytesMut) -> Result<Option<Answer>, Error> {
+        loop {
+            let Some(frame) = self
+                .decoder
+                .decode(buf)
+                .map_err(|e| Error::decode(self.peer.clone(), e))?
+            else {
+                return Ok(None);
+            };
+            if let Some(answer) = self.match_response(frame)? {
+                return Ok(Some(answer));
+            }
+        }
+    }
+
+    /// Matches one response frame to its request; `None` for a late answer (dropped).
+    fn match_response(&mut self, mut frame: Bytes) -> Result<Option<Answer>, Error> {
         let got = peek_correlation_id(&frame).map_err(|e| Error::decode(self.peer.clone(), e))?;
+        let front = self.in_flight.front();
+        if front.is_none_or(|f| f.correlation_id != got) {
+            let late = self.late.iter().find(|(id, _)| *id == got).copied();
+            // A late answer in its place in the order: no older request is still waiting.
+            if let Some((_, seq)) = late.filter(|(_, seq)| front.is_none_or(|f| f.seq > *seq)) {
+                self.answered_up_to(seq);
+                self.late_answers += 1;
+                tracing::debug!(peer = %self.peer, "late answer for correlation id {got}, dropped");
+                return Ok(None);
+            }
+        }
         let Some(front) = self.in_flight.front() else {
             return Err(Error::Protocol {
                 peer: self.peer.clone(),
@@ -160,6 +243,7 @@ impl ConnState {
             });
         }
         let request = self.in_flight.pop_front().expect("front checked above");
+        self.answered_up_to(request.seq);
         let hv = kafka_wire::messages::header_versions(request.api_key, request.version)
             .map_or(0, |(_, resp)| resp);
         ResponseHeader::decode(&mut frame, hv).map_err(|e| Error::decode(self.peer.clone(), e))?;
@@ -480,6 +564,125 @@ mod tests {
                 "{bytes:?}"
             );
         }
+    }
+
+    /// Writes `n` ApiVersions requests; returns their correlation ids.
+    fn send_n(s: &mut ConnState, n: usize) -> Vec<i32> {
+        let mut out = BytesMut::new();
+        (0..n)
+            .map(|_| {
+                s.write_request(
+                    Instant::now(),
+                    3,
+                    &ApiVersionsRequest::default(),
+                    true,
+                    &mut out,
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_answer_to_a_request_given_up_is_dropped_and_the_stream_goes_on() {
+        let mut s = state();
+        let ids = send_n(&mut s, 3);
+        assert!(s.give_up(ids[0]));
+        assert!(!s.give_up(99), "not in flight");
+        assert_eq!(s.in_flight(), 2);
+        // The late answer comes first, in its place; then the others.
+        let mut buf = api_versions_answer(ids[0], 3);
+        buf.extend_from_slice(&api_versions_answer(ids[1], 3));
+        let ans = s.read_response(&mut buf).unwrap().expect("the next answer");
+        assert_eq!(ans.request.correlation_id, ids[1]);
+        assert_eq!(s.late_answers(), 1);
+        // A request given up in the middle of the queue.
+        let more = send_n(&mut s, 2);
+        assert!(s.give_up(more[0]));
+        let mut buf = api_versions_answer(ids[2], 3);
+        buf.extend_from_slice(&api_versions_answer(more[0], 3));
+        buf.extend_from_slice(&api_versions_answer(more[1], 3));
+        let got: Vec<i32> = std::iter::from_fn(|| s.read_response(&mut buf).unwrap())
+            .map(|a| a.request.correlation_id)
+            .collect();
+        assert_eq!(got, vec![ids[2], more[1]]);
+        assert_eq!((s.late_answers(), s.in_flight()), (2, 0));
+        // The late answer of a request given up last, with nothing else in flight.
+        let last = send_n(&mut s, 1);
+        s.give_up(last[0]);
+        let mut buf = api_versions_answer(last[0], 3);
+        assert!(s.read_response(&mut buf).unwrap().is_none());
+        assert_eq!(s.late_answers(), 3);
+    }
+
+    #[test]
+    fn answers_that_are_not_late_are_still_violations() {
+        // A correlation id never sent.
+        let mut s = state();
+        let ids = send_n(&mut s, 2);
+        s.give_up(ids[0]);
+        let mut buf = api_versions_answer(77, 3);
+        assert!(matches!(
+            s.read_response(&mut buf),
+            Err(Error::Protocol {
+                kind: ProtocolErrorKind::CorrelationId {
+                    expected: 1,
+                    got: 77
+                },
+                ..
+            })
+        ));
+        // A late answer overtaking an older request still in flight.
+        let mut s = state();
+        let ids = send_n(&mut s, 2);
+        s.give_up(ids[1]);
+        let mut buf = api_versions_answer(ids[1], 3);
+        assert!(matches!(
+            s.read_response(&mut buf),
+            Err(Error::Protocol {
+                kind: ProtocolErrorKind::CorrelationId {
+                    expected: 0,
+                    got: 1
+                },
+                ..
+            })
+        ));
+        // A late answer after a later request was answered: out of order.
+        let mut s = state();
+        let ids = send_n(&mut s, 2);
+        s.give_up(ids[0]);
+        let mut buf = api_versions_answer(ids[1], 3);
+        buf.extend_from_slice(&api_versions_answer(ids[0], 3));
+        assert!(s.read_response(&mut buf).unwrap().is_some());
+        assert!(matches!(
+            s.read_response(&mut buf),
+            Err(Error::Protocol { .. })
+        ));
+        assert_eq!(s.late_answers(), 0);
+    }
+
+    #[test]
+    fn given_up_ids_are_remembered_in_bounded_memory() {
+        let mut s = state();
+        let ids = send_n(&mut s, LATE_MEMORY + 500);
+        for id in &ids {
+            assert!(s.give_up(*id));
+        }
+        assert_eq!(s.late.len(), LATE_MEMORY);
+        // The oldest were forgotten: their answers are violations now...
+        let mut buf = api_versions_answer(ids[0], 3);
+        assert!(s.read_response(&mut buf).is_err());
+        // ...the newest are late answers.
+        let mut s = state();
+        let ids = send_n(&mut s, LATE_MEMORY + 500);
+        for id in &ids {
+            s.give_up(*id);
+        }
+        let mut buf = api_versions_answer(ids[ids.len() - 1], 3);
+        assert!(s.read_response(&mut buf).unwrap().is_none());
+        assert_eq!(s.late_answers(), 1);
+        // Everything before it can no longer come in order: forgotten.
+        assert!(s.late.is_empty());
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! a writer that encodes requests in the order they were submitted, and a reader that matches
 //! responses through the sans-IO `ConnState`. Requests are pipelined: many may be in flight at once.
 //!
-//! Any protocol violation, I/O error or request timeout closes the connection and fails every
-//! request in flight on it with the same error; the owner ([`crate::client::Client`]) then
-//! reconnects with backoff.
+//! Any protocol violation or I/O error closes the connection and fails every request in flight
+//! on it with the same error; the owner ([`crate::client::Client`]) then reconnects with
+//! backoff. A request timeout fails that request; it closes the connection too, unless the
+//! connection showed it is alive (bytes arrived after the request was written): then the
+//! request is given up ([`ConnState::give_up`]) and its answer, if it comes, is dropped as a
+//! late answer. A response to a request whose caller stopped waiting is dropped the same way.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,6 +47,8 @@ type FrameBuilder = Box<dyn FnOnce(&mut ConnState, Instant, &mut BytesMut) -> Re
 struct Submit {
     frame_builder: FrameBuilder,
     reply: Option<Reply>,
+    /// Set to the request's correlation id once written (-1 before).
+    written: Arc<AtomicI32>,
 }
 
 struct Shared {
@@ -54,6 +59,8 @@ struct Shared {
     close_error: Mutex<Option<Error>>,
     /// KIP-219: the broker asked us to hold requests back until then.
     throttled_until: Mutex<Option<Instant>>,
+    /// When bytes last arrived from the broker.
+    last_read: Mutex<Instant>,
 }
 
 impl Shared {
@@ -180,6 +187,7 @@ impl Connection {
             closed: AtomicBool::new(false),
             close_error: Mutex::new(None),
             throttled_until: Mutex::new(None),
+            last_read: Mutex::new(Instant::now()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(shared.clone(), writer, rx));
@@ -233,6 +241,12 @@ impl Connection {
         self.shared.state.lock().unwrap().in_flight()
     }
 
+    /// Answers dropped as late on this connection: answers to requests that timed out while
+    /// the connection stayed alive.
+    pub fn late_answers(&self) -> u64 {
+        self.shared.state.lock().unwrap().late_answers()
+    }
+
     /// Closes the connection; requests in flight fail with `err`.
     pub fn close(&self, err: Error) {
         self.shared.close(err);
@@ -252,15 +266,17 @@ impl Connection {
     }
 
     /// Sends `req` at `version` and waits for the response, at most the request timeout. A
-    /// timeout closes the connection (the stream can no longer be trusted to be in step).
+    /// timeout fails the request. It also closes the connection when nothing at all arrived
+    /// from the broker since the request was written (the broker or the path to it is dead);
+    /// otherwise the connection is alive and stays open, and the answer, if it still comes, is
+    /// dropped as a late answer.
     pub async fn send<R: Request + Send + Sync + 'static>(
         &self,
         version: i16,
         req: R,
     ) -> Result<R::Response> {
-        let rx = self
-            .submit(version, req, true)?
-            .expect("expects a response");
+        let (rx, written) = self.submit(version, req, true)?;
+        let rx = rx.expect("expects a response");
         let timeout = self.request_timeout;
         let (version, body) = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
@@ -270,7 +286,9 @@ impl Connection {
                     what: "a response from the broker",
                     after: timeout,
                 };
-                self.close(err.clone());
+                if !self.give_up(written.load(Ordering::SeqCst)) {
+                    self.close(err.clone());
+                }
                 return Err(err);
             }
         };
@@ -283,6 +301,32 @@ impl Connection {
                 Err(err)
             }
         }
+    }
+
+    /// Gives up on the timed-out request `correlation_id` (-1: never written) if the
+    /// connection is alive: bytes arrived after it was written. Returns whether the connection
+    /// stays open.
+    fn give_up(&self, correlation_id: i32) -> bool {
+        if correlation_id < 0 || self.is_closed() {
+            return false;
+        }
+        let mut state = self.shared.state.lock().unwrap();
+        let last_read = *self.shared.last_read.lock().unwrap();
+        let Some(sent_at) = state.sent_at(correlation_id) else {
+            // Answered (and dropped) while we gave up: alive.
+            return true;
+        };
+        if last_read <= sent_at {
+            return false;
+        }
+        state.give_up(correlation_id);
+        self.shared.replies.lock().unwrap().remove(&correlation_id);
+        tracing::debug!(
+            peer = %self.shared.peer,
+            correlation_id,
+            "request timed out on a live connection; its answer will be dropped if it comes"
+        );
+        true
     }
 
     /// Sends `req` without waiting for an answer (Produce with acks=0). Ordering with other
@@ -300,7 +344,7 @@ impl Connection {
         version: i16,
         req: R,
         expects_response: bool,
-    ) -> Result<Option<ReplyRx>> {
+    ) -> Result<(Option<ReplyRx>, Arc<AtomicI32>)> {
         if self.is_closed() {
             return Err(self.shared.error());
         }
@@ -313,13 +357,15 @@ impl Connection {
         let frame_builder = Box::new(move |state: &mut ConnState, now, out: &mut BytesMut| {
             state.write_request(now, version, &req, expects_response, out)
         });
+        let written = Arc::new(AtomicI32::new(-1));
         self.tx
             .send(Submit {
                 frame_builder,
                 reply,
+                written: written.clone(),
             })
             .map_err(|_| self.shared.error())?;
-        Ok(rx)
+        Ok((rx, written))
     }
 }
 
@@ -347,6 +393,7 @@ async fn write_loop(
                 // broker, so the reader always finds it.
                 (Ok(corr), Some(reply)) => {
                     shared.replies.lock().unwrap().insert(corr, reply);
+                    sub.written.store(corr, Ordering::SeqCst);
                 }
                 (Ok(_), None) => {}
                 // Only this request fails (it could not be encoded); nothing was written.
@@ -385,18 +432,24 @@ async fn read_loop(
     max_idle: Duration,
 ) {
     loop {
+        // A closed connection's bytes are nobody's (its requests already failed).
+        if shared.closed.load(Ordering::SeqCst) {
+            return;
+        }
         // Deliver every complete response already buffered.
         loop {
             let answer = shared.state.lock().unwrap().read_response(&mut buf);
             match answer {
                 Ok(Some(ans)) => {
-                    let reply = shared
-                        .replies
-                        .lock()
-                        .unwrap()
-                        .remove(&ans.request.correlation_id);
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok((ans.request.version, ans.body)));
+                    let corr = ans.request.correlation_id;
+                    let reply = shared.replies.lock().unwrap().remove(&corr);
+                    let delivered = match reply {
+                        Some(reply) => reply.send(Ok((ans.request.version, ans.body))).is_ok(),
+                        None => false,
+                    };
+                    if !delivered {
+                        // Its caller stopped waiting (dropped the future, or gave up).
+                        tracing::debug!(peer = %shared.peer, "late answer for correlation id {corr}, dropped");
                     }
                 }
                 Ok(None) => break,
@@ -448,7 +501,7 @@ async fn read_loop(
                 ));
                 return;
             }
-            Ok(_) => {}
+            Ok(_) => *shared.last_read.lock().unwrap() = Instant::now(),
             Err(e) => {
                 shared.close(Error::io(shared.peer.clone(), e));
                 return;

@@ -14,6 +14,7 @@ mod group_migration;
 mod interop;
 mod java;
 mod jvm;
+mod late_answers;
 mod producer_faults;
 mod roundtrip;
 mod security;
