@@ -19,6 +19,7 @@ mod producer_faults;
 mod roundtrip;
 mod security;
 mod transactions;
+mod txn_recovery;
 
 /// Sends the client's logs to the test output when `KAFKA_TEST_LOG` is set (an env-filter
 /// directive such as `kafka_client=debug`); call it at the start of a test.
