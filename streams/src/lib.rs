@@ -1,6 +1,28 @@
-//! `streams`: the event-sourcing layer (EventSource, state stores, exactly-once producer pool,
-//! incremental rebalancer, interjections), built on `kafka-client`'s public API only.
-//! Work in progress: see the project's issues.
+//! `streams`: event sourcing on Kafka, exactly once. An [`EventSource`] consumes a topic as a
+//! consumer group, routes each event by a header to a typed handler, keeps one state store per
+//! input partition (rebuilt from a compacted changelog topic), and commits the handlers'
+//! outputs, state changes and input offsets in one Kafka transaction. Built on `kafka-client`'s
+//! public API only.
+//!
+//! What exists today: the event source with header routing, per-partition workers with
+//! restore-before-process, the in-memory [`MemStore`](store::MemStore), and exactly-once
+//! processing through one transactional producer with a Nagle-style commit rule (STREAMS.md
+//! §3.3). The pool of several producers, the incremental rebalancer, interjections, async jobs,
+//! the persistent store and standbys come next (see the project's issues).
 #![forbid(unsafe_code)]
 
 pub use kafka_client;
+
+pub mod config;
+mod context;
+mod eos;
+mod error;
+mod route;
+mod source;
+pub mod store;
+
+pub use config::{EosConfig, ErrorPolicy, EventSourceConfig, Guarantee, UnknownEventPolicy};
+pub use context::{changelog_entry, Completion, EventContext};
+pub use error::{Error, Result};
+pub use route::{BoxError, DecodeError, Decoder, Handler, Outcome};
+pub use source::{EventSource, EventSourceBuilder, Health, Stats};

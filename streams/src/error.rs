@@ -1,0 +1,56 @@
+//! The streams crate's error type.
+
+use std::sync::Arc;
+
+use crate::store::StoreError;
+
+/// What can go wrong building or running an [`EventSource`](crate::EventSource).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An invalid configuration, or topics that do not fit it (a changelog whose partition count
+    /// differs from the source's, ...). Found at `build()`.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The Kafka client failed.
+    #[error(transparent)]
+    Client(#[from] kafka_client::Error),
+    /// A partition's store could not be restored from its changelog.
+    #[error("restoring partition {partition}: {source}")]
+    Restore {
+        /// The input partition.
+        partition: i32,
+        /// What the store reported.
+        source: StoreError,
+    },
+    /// A handler failed an event (or panicked), or an event could not be decoded under the
+    /// `Fail` policy.
+    #[error("partition {partition} offset {offset}: {reason}")]
+    Processing {
+        /// The input partition.
+        partition: i32,
+        /// The event's offset.
+        offset: i64,
+        /// What happened.
+        reason: Arc<str>,
+    },
+    /// Another process runs with our transactional id (same instance id): this one stops.
+    #[error("fenced: another instance uses this instance id ({0})")]
+    Fenced(Arc<kafka_client::Error>),
+    /// A transaction could not be committed after every attempt.
+    #[error("transaction {seq} failed after {attempts} attempts: {last}")]
+    Commit {
+        /// The transaction's sequence number.
+        seq: u64,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: Arc<kafka_client::Error>,
+    },
+    /// The event source was stopped.
+    #[error("the event source is stopped")]
+    Stopped,
+}
+
+/// `Result` with the streams [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
