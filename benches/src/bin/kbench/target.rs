@@ -4,10 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use kafka_client::admin::{Admin, NewTopic};
 use kafka_client::config::ClientConfig;
-use kafka_client::kafka_wire::messages::create_topics::CreatableTopic;
-use kafka_client::kafka_wire::messages::CreateTopicsRequest;
-use kafka_client::{Client, Purpose};
+use kafka_client::Client;
 use testkit::cluster::ExtraListener;
 use testkit::{Cluster, ClusterConfig};
 
@@ -71,29 +70,10 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Resul
     let client = Client::connect(cfg)
         .await
         .with_context(|| format!("connecting to {bootstrap}"))?;
-    let topic = name.to_string();
-    let resp = client
-        .send_any(Purpose::Control, move |_v| CreateTopicsRequest {
-            topics: vec![CreatableTopic {
-                name: topic.into(),
-                num_partitions: partitions,
-                replication_factor: 1,
-                ..Default::default()
-            }],
-            timeout_ms: 30_000,
-            ..Default::default()
-        })
+    Admin::from_client(client.clone())
+        .create_topic(&NewTopic::new(name, partitions, 1))
         .await
-        .context("CreateTopics")?;
-    for t in &resp.topics {
-        if t.error_code != 0 {
-            bail!(
-                "creating topic {name}: error code {} {}",
-                t.error_code,
-                t.error_message.as_deref().unwrap_or("")
-            );
-        }
-    }
+        .with_context(|| format!("creating topic {name}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let _ = client.refresh_metadata().await;
