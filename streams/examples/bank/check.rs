@@ -573,7 +573,9 @@ pub struct CheckReport {
     pub oracles: Vec<Oracle>,
     pub latency: Option<Latency>,
     pub notes: Vec<String>,
-    /// Distinct `seq`s per second, from the first output record to the last new `seq`.
+    /// Distinct `seq`s per second, from the first output record read to the last new `seq`:
+    /// the processor's output rate when the check reads alongside the load, only the reading
+    /// speed when it reads a finished run.
     pub output_rate: Option<f64>,
     pub took: Duration,
 }
@@ -621,7 +623,7 @@ impl CheckReport {
             self.distinct,
             self.events,
             self.output_rate
-                .map(|r| format!(", {r:.0} seqs/s"))
+                .map(|r| format!(", new seqs read at {r:.0}/s"))
                 .unwrap_or_default()
         );
         for line in self.oracle_lines() {

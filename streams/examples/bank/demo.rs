@@ -125,12 +125,14 @@ async fn run(stage: Stage) -> Result<bool, BoxError> {
         instances.spawn(i)?;
     }
     stage.set("waiting for the instances to be active on every partition");
-    instances
+    let split = instances
         .wait_active(PARTITIONS as u32, Duration::from_secs(90))
         .await?;
+    let split: Vec<String> = split.iter().map(u32::to_string).collect();
     println!(
-        "{} {INSTANCES} instances active on {PARTITIONS} partitions",
-        at()
+        "{} {INSTANCES} instances active on {PARTITIONS} partitions ({})",
+        at(),
+        split.join(" + ")
     );
 
     let model = Arc::new(Model::new(SEED, EVENTS, ACCOUNTS));
@@ -307,14 +309,16 @@ impl Instances {
         Ok(())
     }
 
-    /// Waits until the instances' `active=<n>` add up to `want`; fails as soon as one exits.
-    async fn wait_active(&mut self, want: u32, timeout: Duration) -> Result<(), BoxError> {
+    /// Waits until the instances' `active=<n>` add up to `want`, each of them active on at
+    /// least one partition (the first to join holds all of them for a moment: that is not the
+    /// settled group); fails as soon as one exits. Returns the split.
+    async fn wait_active(&mut self, want: u32, timeout: Duration) -> Result<Vec<u32>, BoxError> {
         let deadline = Instant::now() + timeout;
         let mut rx = self.active.subscribe();
         loop {
-            let sum: u32 = rx.borrow_and_update().iter().sum();
-            if sum == want {
-                return Ok(());
+            let split = rx.borrow_and_update().clone();
+            if split.iter().sum::<u32>() == want && split.iter().all(|n| *n > 0) {
+                return Ok(split);
             }
             for i in 0..self.slots.len() {
                 if let Some(e) = self.exited(i).await {
