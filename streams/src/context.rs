@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use kafka_client::{ConsumerRecord, ProducerRecord};
 
 use crate::eos::{EventId, PoolCore};
@@ -173,13 +172,5 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         self.finish(Err("a deferred event's Completion was dropped".to_string()));
-    }
-}
-
-/// The bytes of a changelog value, for stores changed through `store_mut`.
-pub fn changelog_entry(key: impl Into<Bytes>, value: Option<Bytes>) -> ChangelogEntry {
-    ChangelogEntry {
-        key: key.into(),
-        value,
     }
 }

@@ -13,7 +13,7 @@
 
 pub use kafka_client;
 
-pub mod config;
+mod config;
 mod context;
 mod eos;
 mod error;
@@ -22,7 +22,7 @@ mod source;
 pub mod store;
 
 pub use config::{EosConfig, ErrorPolicy, EventSourceConfig, Guarantee, UnknownEventPolicy};
-pub use context::{changelog_entry, Completion, EventContext};
+pub use context::{Completion, EventContext};
 pub use error::{Error, Result};
 pub use route::{BoxError, DecodeError, Decoder, Handler, Outcome};
 pub use source::{EventSource, EventSourceBuilder, Health, Stats};

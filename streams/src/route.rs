@@ -140,11 +140,11 @@ impl<S> Router<S> {
             .find(|h| h.key == self.header)
             .and_then(|h| h.value.as_deref());
         if let Some(route) = kind.and_then(|k| self.routes.get(k)) {
-            return route.clone().run(ctx);
+            return route.run(ctx);
         }
         match self.unknown {
             UnknownEventPolicy::Default => match &self.default {
-                Some(d) => d.clone().run(ctx),
+                Some(d) => d.run(ctx),
                 None => RouteResult::Skipped,
             },
             UnknownEventPolicy::Skip => RouteResult::Skipped,
