@@ -55,7 +55,8 @@ pub enum ErrorPolicy {
 /// The exactly-once producer pool and its commit rule (STREAMS.md §3.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EosConfig {
-    /// Transactional producers (today: 1).
+    /// Transactional producers in the pool, 1 to 16. While the oldest transaction commits, the
+    /// next ones send on their own producers, so a commit never stalls the output. 3.
     pub pool_size: usize,
     /// How long an open transaction waits for more events after its first one (Nagle). 10 ms.
     pub linger: Duration,
@@ -74,12 +75,16 @@ pub struct EosConfig {
     /// Attempts to commit one transaction (abort and re-send in between) before the instance
     /// goes unhealthy. 3.
     pub max_commit_attempts: u32,
+    /// Close the on-deck transaction at once when no older transaction is committing, instead
+    /// of waiting for `linger` (true Nagle: one event per commit at low load, batches that grow
+    /// with load). `false`.
+    pub eager_when_idle: bool,
 }
 
 impl Default for EosConfig {
     fn default() -> Self {
         EosConfig {
-            pool_size: 1,
+            pool_size: 3,
             linger: Duration::from_millis(10),
             target_txn_events: 1000,
             max_txn_events: 10_000,
@@ -87,6 +92,7 @@ impl Default for EosConfig {
             transaction_timeout: Duration::from_secs(10),
             commit_deadline: Duration::from_secs(5),
             max_commit_attempts: 3,
+            eager_when_idle: false,
         }
     }
 }
@@ -178,11 +184,8 @@ impl EventSourceConfig {
             return bad("routing_header is empty".into());
         }
         let e = &self.eos;
-        if e.pool_size != 1 {
-            return bad(format!(
-                "eos.pool_size {} is not supported yet (only 1)",
-                e.pool_size
-            ));
+        if !(1..=16).contains(&e.pool_size) {
+            return bad(format!("eos.pool_size {} is not in 1..=16", e.pool_size));
         }
         if e.linger < Duration::from_millis(1) {
             return bad(format!("eos.linger {:?} is below 1 ms", e.linger));
@@ -263,7 +266,8 @@ mod tests {
         let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.group_id.clear()), "group_id"),
             (Box::new(|c| c.topic.clear()), "topic"),
-            (Box::new(|c| c.eos.pool_size = 2), "pool_size"),
+            (Box::new(|c| c.eos.pool_size = 0), "pool_size"),
+            (Box::new(|c| c.eos.pool_size = 17), "pool_size"),
             (Box::new(|c| c.eos.linger = Duration::ZERO), "linger"),
             (
                 Box::new(|c| c.eos.target_txn_events = 0),

@@ -177,23 +177,32 @@ impl<S: StateStore> EventSourceBuilder<S> {
         }
         let consumer = Consumer::with_client(client.clone(), ccfg).await?;
 
-        let mut pcfg = ProducerConfig::default();
-        *pcfg.client_mut() = config.client.clone();
-        pcfg.enable_idempotence(Some(true));
-        pcfg.linger(Duration::from_millis(1));
-        if config.guarantee == Guarantee::ExactlyOnce {
-            pcfg.transactional_id(Some(format!("{}-{}-0", config.group_id, instance_id)));
-            pcfg.transaction_timeout(config.eos.transaction_timeout);
-        }
-        let producer = Producer::with_client(client.clone(), pcfg).await?;
         let e = &config.eos;
+        let eos = config.guarantee == Guarantee::ExactlyOnce;
+        // At least once needs no transactions: one producer, and commits in order.
+        let slots = if eos { e.pool_size } else { 1 };
+        let mut producers = Vec::with_capacity(slots);
+        for slot in 0..slots {
+            let mut pcfg = ProducerConfig::default();
+            *pcfg.client_mut() = config.client.clone();
+            pcfg.enable_idempotence(Some(true));
+            pcfg.linger(Duration::from_millis(1));
+            if eos {
+                // R8: stable ids, so a restarted instance fences its predecessor at once.
+                pcfg.transactional_id(Some(format!("{}-{}-{slot}", config.group_id, instance_id)));
+                pcfg.transaction_timeout(e.transaction_timeout);
+            }
+            producers.push(Producer::with_client(client.clone(), pcfg).await?);
+        }
         let core = PoolCore::new(Limits {
+            slots,
             linger: e.linger,
             target_events: e.target_txn_events,
             max_events: e.max_txn_events,
             max_bytes: e.max_txn_bytes,
             commit_deadline: e.commit_deadline,
             max_attempts: e.max_commit_attempts,
+            eager_when_idle: e.eager_when_idle,
         });
         let (health, _) = watch::channel(Health::Starting);
         let (active, _) = watch::channel(BTreeSet::new());
@@ -206,7 +215,7 @@ impl<S: StateStore> EventSourceBuilder<S> {
                 partitions,
                 client,
                 consumer,
-                producer,
+                producers,
                 restore_cfg,
                 router: Arc::new(router),
                 factory: self.factory,
@@ -306,7 +315,8 @@ struct Inner<S> {
     partitions: i32,
     client: Client,
     consumer: Consumer,
-    producer: Producer,
+    /// The pool's slots (one producer at least once).
+    producers: Vec<Producer>,
     restore_cfg: ConsumerConfig,
     router: Arc<Router<S>>,
     factory: Factory<S>,
@@ -528,13 +538,11 @@ impl<S: StateStore> EventSource<S> {
         inner.consumer.close().await;
         driver.abort();
         let _ = driver.await;
-        if inner.config.guarantee == Guarantee::ExactlyOnce && inner.producer.in_transaction() {
-            if let Err(e) = inner.producer.abort_transaction().await {
-                tracing::warn!(error = %e, "aborting the open transaction at exit failed");
+        abort_open(inner).await;
+        for (slot, p) in inner.producers.iter().enumerate() {
+            if let Err(e) = p.close().await {
+                tracing::warn!(slot, error = %e, "closing a producer failed");
             }
-        }
-        if let Err(e) = inner.producer.close().await {
-            tracing::warn!(error = %e, "closing the producer failed");
         }
         inner.active.send_replace(BTreeSet::new());
         match failure {
@@ -1035,35 +1043,46 @@ async fn list_one(client: &Client, tp: &TopicPartition, at: Offset) -> Result<i6
 }
 
 /// Runs the pool core's actions on the producer.
-async fn pool_driver<S>(inner: Arc<Inner<S>>) {
-    let mut begun: Option<u64> = None;
+/// The pool's driver: turns the core's actions into producer calls. Sends run here, in order;
+/// the head's commit runs as its own task, so other slots keep sending meanwhile.
+async fn pool_driver<S: StateStore>(inner: Arc<Inner<S>>) {
     let mut lost_seen = inner.lost_epoch.load(Ordering::SeqCst);
     let mut deliveries: Vec<DeliveryFuture> = Vec::new();
+    let mut commit: Option<tokio::task::JoinHandle<()>> = None;
     let eos = inner.config.guarantee == Guarantee::ExactlyOnce;
     loop {
         let lost = inner.lost_epoch.load(Ordering::SeqCst);
         if lost != lost_seen {
+            // R9: the commit out settles first (it fails on the new generation, or commits
+            // what was ours), then every slot's open transaction is aborted.
             lost_seen = lost;
-            deliveries.clear();
-            if begun.take().is_some() && eos {
-                if let Err(e) = inner.producer.abort_transaction().await {
-                    tracing::warn!(error = %e, "aborting after a loss failed");
-                }
+            if let Some(c) = commit.take() {
+                let _ = c.await;
             }
+            deliveries.clear();
+            abort_open(&inner).await;
+        }
+        if commit.as_ref().is_some_and(|c| c.is_finished()) {
+            commit = None;
         }
         let notified = inner.wake.notified();
         let action = inner.core.lock().unwrap().poll_action(Instant::now());
         match action {
-            Some(Action::Send { seq, records }) => {
-                if eos && begun != Some(seq) {
-                    if let Err(e) = inner.producer.begin_transaction().await {
+            Some(Action::Send {
+                seq,
+                slot,
+                begin,
+                records,
+            }) => {
+                let p = &inner.producers[slot];
+                if eos && begin {
+                    if let Err(e) = p.begin_transaction().await {
                         report(&inner, seq, &e);
                         continue;
                     }
-                    begun = Some(seq);
                 }
                 for r in records {
-                    match inner.producer.send(r).await {
+                    match p.send(r).await {
                         Ok(d) => {
                             if !eos {
                                 deliveries.push(d);
@@ -1071,8 +1090,7 @@ async fn pool_driver<S>(inner: Arc<Inner<S>>) {
                         }
                         Err(e) => {
                             if eos {
-                                abort_quietly(&inner).await;
-                                begun = None;
+                                abort_slot(&inner, slot).await;
                             }
                             deliveries.clear();
                             report(&inner, seq, &e);
@@ -1083,27 +1101,33 @@ async fn pool_driver<S>(inner: Arc<Inner<S>>) {
             }
             Some(Action::Commit {
                 seq,
+                slot,
+                begin,
                 offsets,
-                events,
-                records,
+                info,
             }) => {
-                let started = Instant::now();
-                let result = if eos {
-                    let r = commit_eos(&inner, seq, &offsets, begun == Some(seq)).await;
-                    begun = None;
-                    r
-                } else {
-                    commit_alo(&inner, &offsets, std::mem::take(&mut deliveries)).await
-                };
-                tracing::debug!(seq, events, records, ?result, took = ?started.elapsed(), "commit");
-                inner.core.lock().unwrap().commit_done(seq, result);
-                inner.intake.notify_waiters();
+                let task_inner = inner.clone();
+                let owed = std::mem::take(&mut deliveries);
+                commit = Some(tokio::spawn(async move {
+                    let inner = task_inner;
+                    let started = Instant::now();
+                    let result = if eos {
+                        commit_eos(&inner, seq, slot, begin, &offsets).await
+                    } else {
+                        commit_alo(&inner, &offsets, owed).await
+                    };
+                    tracing::debug!(seq, slot, ?info, ?result, took = ?started.elapsed(), "commit");
+                    inner.core.lock().unwrap().commit_done(seq, result);
+                    inner.intake.notify_waiters();
+                    inner.wake.notify_one();
+                }));
             }
             Some(Action::Fail(reason)) => {
                 tracing::error!(%reason, "the pool failed; aborting open transactions");
-                if eos && inner.producer.in_transaction() {
-                    abort_quietly(&inner).await;
+                if let Some(c) = commit.take() {
+                    let _ = c.await;
                 }
+                abort_open(&inner).await;
                 inner.intake.notify_waiters();
                 return;
             }
@@ -1124,13 +1148,25 @@ async fn pool_driver<S>(inner: Arc<Inner<S>>) {
     }
 }
 
-async fn abort_quietly<S>(inner: &Inner<S>) {
-    if let Err(e) = inner.producer.abort_transaction().await {
-        tracing::warn!(error = %e, "abort failed");
+/// Aborts the open transaction of every slot (exactly once only).
+async fn abort_open<S>(inner: &Inner<S>) {
+    if inner.config.guarantee != Guarantee::ExactlyOnce {
+        return;
+    }
+    for slot in 0..inner.producers.len() {
+        if inner.producers[slot].in_transaction() {
+            abort_slot(inner, slot).await;
+        }
     }
 }
 
-/// A send or begin failed: fatal errors fail the core; others retry the head.
+async fn abort_slot<S>(inner: &Inner<S>, slot: usize) {
+    if let Err(e) = inner.producers[slot].abort_transaction().await {
+        tracing::warn!(slot, error = %e, "abort failed");
+    }
+}
+
+/// A send or begin failed: fatal errors fail the core; others retry the transaction.
 fn report<S>(inner: &Inner<S>, seq: u64, e: &kafka_client::Error) {
     let result = if e.is_fatal() {
         CommitResult::Fatal(e.to_string())
@@ -1144,21 +1180,22 @@ fn report<S>(inner: &Inner<S>, seq: u64, e: &kafka_client::Error) {
 async fn commit_eos<S>(
     inner: &Inner<S>,
     seq: u64,
+    slot: usize,
+    begin: bool,
     offsets: &BTreeMap<i32, i64>,
-    begun: bool,
 ) -> CommitResult {
-    let p = &inner.producer;
-    if !begun {
+    let p = &inner.producers[slot];
+    if begin {
         if let Err(e) = p.begin_transaction().await {
             return classify(e);
         }
     }
     let Some(group) = inner.consumer.group_metadata() else {
-        abort_quietly(inner).await;
+        abort_slot(inner, slot).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         return CommitResult::Retry("not in a group generation".into());
     };
-    let tag = format!("{}/0/{seq}", inner.instance_id);
+    let tag = format!("{}/{slot}/{seq}", inner.instance_id);
     let list: Vec<TxnOffset> = offsets
         .iter()
         .map(|(part, off)| TxnOffset {
@@ -1173,7 +1210,7 @@ async fn commit_eos<S>(
             if e.is_fatal() {
                 return classify(e);
             }
-            abort_quietly(inner).await;
+            abort_slot(inner, slot).await;
             return CommitResult::Retry(e.to_string());
         }
     }
@@ -1207,7 +1244,7 @@ async fn commit_eos<S>(
         }
         Err(e) if e.is_fatal() => classify(e),
         Err(e) => {
-            abort_quietly(inner).await;
+            abort_slot(inner, slot).await;
             CommitResult::Retry(e.to_string())
         }
     }
@@ -1227,7 +1264,7 @@ async fn commit_alo<S>(
     offsets: &BTreeMap<i32, i64>,
     deliveries: Vec<DeliveryFuture>,
 ) -> CommitResult {
-    if let Err(e) = inner.producer.flush().await {
+    if let Err(e) = inner.producers[0].flush().await {
         return CommitResult::Retry(e.to_string());
     }
     for d in deliveries {

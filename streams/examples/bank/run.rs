@@ -31,15 +31,18 @@ pub struct RunArgs {
     /// A stable instance id (also the static `group.instance.id`).
     #[arg(long)]
     pub instance_id: Option<String>,
-    /// Transactional producers in the pool.
-    #[arg(long, default_value_t = 1)]
-    pub pool_size: usize,
+    /// Transactional producers in the pool (default: the library's, 3).
+    #[arg(long)]
+    pub pool_size: Option<usize>,
     /// How long a transaction stays open for more events (ms).
     #[arg(long, default_value_t = 10)]
     pub linger_ms: u64,
     /// At-least-once instead of exactly once (no transactions).
     #[arg(long)]
     pub at_least_once: bool,
+    /// Close a transaction at once when no older one is committing (instead of lingering).
+    #[arg(long)]
+    pub eager_when_idle: bool,
 }
 
 type Store = MemStore<String, i64, Utf8, BigEndian>;
@@ -97,7 +100,10 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send +
     cfg.changelog_topic = args.changelog.clone();
     cfg.instance_id = args.instance_id.clone();
     cfg.static_membership = args.instance_id.is_some();
-    cfg.eos.pool_size = args.pool_size;
+    if let Some(n) = args.pool_size {
+        cfg.eos.pool_size = n;
+    }
+    cfg.eos.eager_when_idle = args.eager_when_idle;
     cfg.eos.linger = Duration::from_millis(args.linger_ms);
     cfg.guarantee = if args.at_least_once {
         Guarantee::AtLeastOnce
@@ -119,7 +125,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send +
         .await?;
     eprintln!(
         "bank run: input={} output={} group={} changelog={} instance={} guarantee={:?} \
-         pool_size={} linger_ms={} target_txn_events={} session_ms={} heartbeat_ms={} \
+         pool_size={} linger_ms={} eager_when_idle={} target_txn_events={} session_ms={} heartbeat_ms={} \
          static_membership={}",
         args.input,
         args.output,
@@ -129,6 +135,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error + Send +
         cfg.guarantee,
         cfg.eos.pool_size,
         args.linger_ms,
+        cfg.eos.eager_when_idle,
         cfg.eos.target_txn_events,
         cfg.session_timeout.as_millis(),
         cfg.heartbeat_interval.as_millis(),

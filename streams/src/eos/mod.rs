@@ -1,19 +1,27 @@
 //! The exactly-once pool core (STREAMS.md §3.3), sans-IO: no tokio, no clock reads (time is
 //! passed in), no I/O. The driver in `source.rs` turns its [`Action`]s into kafka-client calls
-//! and feeds the results back.
+//! on the pool's transactional producers ("slots") and feeds the results back.
 //!
-//! Invariants (each checked by a test below):
-//! - **R1** every event is attached to the open transaction before its handler runs; its
-//!   outputs belong to that transaction;
-//! - **R4** transactions commit strictly in `seq` order, and only the head (oldest) transaction
-//!   sends records or offsets: later ones buffer theirs (with one producer this is R2's
-//!   ownership rule);
+//! Invariants (each checked by a test in `tests.rs`):
+//! - **R1** every event is attached to the on-deck (newest, open) transaction before its
+//!   handler runs; its outputs belong to that transaction;
+//! - **slots** the oldest `slots` transactions each hold a producer slot; a newer one waits
+//!   for a slot and buffers its records. A slot freed by a commit goes to the back of the free
+//!   list, so the next transaction begins on a producer whose last EndTxn is the oldest;
+//! - **R2** a transaction sends the records of input partition `p` only while it owns `p`:
+//!   no older transaction holds events of `p`. Per input partition, records are sent in event
+//!   order across transactions;
+//! - **R4/R5** transactions commit strictly in `seq` order, and only the head (oldest) one
+//!   commits, so its offsets are also *sent* after every earlier transaction's;
 //! - **D2** a transaction holding offsets always commits, even with no records;
-//! - **R3** the open transaction closes when it has an event and one of: `target` events or
-//!   records, half the byte limit, `linger` since its first event, or a drain of one of its
-//!   partitions; intake stops (`Attach::Full`) at the event or byte limit;
-//! - **R10** a failed attempt re-sends every record of the transaction, in order, at most
-//!   `max_attempts` times, then the core fails; later transactions wait meanwhile;
+//! - **R3** the on-deck transaction closes once it holds a slot and an event, and one of:
+//!   `target` events or records, half the byte limit, `linger` since its first event, a drain
+//!   of one of its partitions, or (with `eager_when_idle`) no older transaction at all. Intake
+//!   stops (`Attach::Full`) at the event or byte limit, so at most `slots + 1` transactions
+//!   exist;
+//! - **R10** a failed attempt aborts the transaction on its slot and re-sends every record of
+//!   it, in order, on the same slot, at most `max_attempts` times, then the core fails; later
+//!   transactions keep their slots and buffers meanwhile;
 //! - a failure is reported once ([`Action::Fail`]) and the core accepts nothing after it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -21,22 +29,26 @@ use std::time::{Duration, Instant};
 
 use kafka_client::ProducerRecord;
 
-/// One attached event: its transaction and its number.
+/// One attached event: its transaction, its input partition and its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct EventId {
     pub seq: u64,
+    pub partition: i32,
     pub id: u64,
 }
 
 /// The core's limits (from `EosConfig`).
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
+    /// Producer slots (`pool_size`).
+    pub slots: usize,
     pub linger: Duration,
     pub target_events: usize,
     pub max_events: usize,
     pub max_bytes: usize,
     pub commit_deadline: Duration,
     pub max_attempts: u32,
+    pub eager_when_idle: bool,
 }
 
 /// The answer to [`PoolCore::attach`].
@@ -44,38 +56,56 @@ pub(crate) struct Limits {
 pub(crate) enum Attach {
     /// Attached: run the handler, then [`PoolCore::complete`].
     Attached(EventId),
-    /// The open transaction is at its limit: wait for a commit, then try again.
+    /// The on-deck transaction is at its limit: wait for a commit, then try again.
     Full,
     /// The core failed or stopped: take no more input.
     Closed,
 }
 
+/// What a committed (or committing) transaction held, for metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TxnInfo {
+    pub events: u64,
+    pub records: usize,
+    pub bytes: usize,
+    pub partitions: usize,
+    /// From its first event to its close.
+    pub linger: Duration,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
 /// What the driver must do next.
 #[derive(Debug)]
 pub(crate) enum Action {
-    /// Send these records in transaction `seq` (begin it first if the producer has none open).
+    /// Send these records in transaction `seq` on producer `slot`; `begin`: begin a
+    /// transaction on that producer first.
     Send {
         seq: u64,
+        slot: usize,
+        begin: bool,
         records: Vec<ProducerRecord>,
     },
-    /// Commit transaction `seq`: add `offsets` (input partition → next offset), then commit.
+    /// Commit transaction `seq` on `slot` (begin it first if `begin`: an offset-only
+    /// transaction): flush, add `offsets` (input partition → next offset), then commit.
     /// Answer with [`PoolCore::commit_done`].
     Commit {
         seq: u64,
+        slot: usize,
+        begin: bool,
         offsets: BTreeMap<i32, i64>,
-        events: u64,
-        records: usize,
+        info: TxnInfo,
     },
-    /// The core failed: abort what is open and stop the instance.
+    /// The core failed: abort what is open on every slot and stop the instance.
     Fail(String),
 }
 
-/// How a commit attempt ended.
+/// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum CommitResult {
     /// Committed (or found committed after an unknown outcome).
     Committed,
-    /// Aborted or not committed (the driver aborted the producer's transaction): re-send.
+    /// Not committed, and the driver aborted the slot's transaction: re-send.
     Retry(String),
     /// Cannot go on.
     Fatal(String),
@@ -83,7 +113,7 @@ pub(crate) enum CommitResult {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TxnState {
-    /// Takes events.
+    /// Takes events (only the newest transaction).
     Open,
     /// Takes no more events; commits once its events are complete and it is the head.
     Closed,
@@ -95,15 +125,20 @@ enum TxnState {
 struct Txn {
     seq: u64,
     state: TxnState,
+    slot: Option<usize>,
+    /// A transaction is begun on the slot in this attempt.
+    begun: bool,
     first_at: Option<Instant>,
     closed_at: Option<Instant>,
     events: u64,
     incomplete: BTreeSet<u64>,
     /// Input partition → next offset (max attached offset + 1).
     offsets: BTreeMap<i32, i64>,
-    records: Vec<ProducerRecord>,
-    /// Records handed to the producer in this attempt.
-    sent: usize,
+    /// Input partition → its events' records, in completion order.
+    records: BTreeMap<i32, Vec<ProducerRecord>>,
+    /// Input partition → records handed to the producer in this attempt.
+    sent: BTreeMap<i32, usize>,
+    n_records: usize,
     bytes: usize,
     attempts: u32,
 }
@@ -113,15 +148,47 @@ impl Txn {
         Txn {
             seq,
             state: TxnState::Open,
+            slot: None,
+            begun: false,
             first_at: None,
             closed_at: None,
             events: 0,
             incomplete: BTreeSet::new(),
             offsets: BTreeMap::new(),
-            records: Vec::new(),
-            sent: 0,
+            records: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            n_records: 0,
             bytes: 0,
             attempts: 0,
+        }
+    }
+
+    fn add(&mut self, partition: i32, records: Vec<ProducerRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        self.n_records += records.len();
+        self.bytes += records.iter().map(record_bytes).sum::<usize>();
+        self.records.entry(partition).or_default().extend(records);
+    }
+
+    fn unsent(&self) -> bool {
+        self.records
+            .iter()
+            .any(|(p, rs)| self.sent.get(p).copied().unwrap_or(0) < rs.len())
+    }
+
+    fn info(&self) -> TxnInfo {
+        TxnInfo {
+            events: self.events,
+            records: self.n_records,
+            bytes: self.bytes,
+            partitions: self.offsets.len(),
+            linger: match (self.first_at, self.closed_at) {
+                (Some(f), Some(c)) => c.saturating_duration_since(f),
+                _ => Duration::ZERO,
+            },
+            attempts: self.attempts + 1,
         }
     }
 }
@@ -142,6 +209,8 @@ pub(crate) struct PoolCore {
     next_seq: u64,
     next_id: u64,
     txns: VecDeque<Txn>,
+    /// Slots no transaction holds, the longest-free first.
+    free: VecDeque<usize>,
     /// Partitions whose transactions must close now (revoke, stop).
     drain: BTreeSet<i32>,
     drain_all: bool,
@@ -153,11 +222,13 @@ pub(crate) struct PoolCore {
 
 impl PoolCore {
     pub(crate) fn new(limits: Limits) -> PoolCore {
+        let slots = limits.slots.max(1);
         PoolCore {
-            limits,
+            limits: Limits { slots, ..limits },
             next_seq: 1,
             next_id: 1,
             txns: VecDeque::new(),
+            free: (0..slots).collect(),
             drain: BTreeSet::new(),
             drain_all: false,
             failed: None,
@@ -167,8 +238,8 @@ impl PoolCore {
         }
     }
 
-    /// R1: attaches an event of `partition` at `offset` to the open transaction (opening one
-    /// if needed), before its handler runs.
+    /// R1: attaches an event of `partition` at `offset` to the on-deck transaction (opening
+    /// one if needed), before its handler runs.
     pub(crate) fn attach(&mut self, partition: i32, offset: i64, now: Instant) -> Attach {
         if self.failed.is_some() {
             return Attach::Closed;
@@ -178,6 +249,7 @@ impl PoolCore {
             let seq = self.next_seq;
             self.next_seq += 1;
             self.txns.push_back(Txn::new(seq));
+            self.assign_slots();
         }
         let limits = &self.limits;
         let t = self.txns.back_mut().expect("an open transaction");
@@ -192,7 +264,11 @@ impl PoolCore {
         let next = offset.saturating_add(1);
         let e = t.offsets.entry(partition).or_insert(next);
         *e = (*e).max(next);
-        Attach::Attached(EventId { seq: t.seq, id })
+        Attach::Attached(EventId {
+            seq: t.seq,
+            partition,
+            id,
+        })
     }
 
     /// An attached event finished: its records join its transaction (`Err`: the event failed,
@@ -206,10 +282,7 @@ impl PoolCore {
             return;
         }
         match result {
-            Ok(records) => {
-                t.bytes += records.iter().map(record_bytes).sum::<usize>();
-                t.records.extend(records);
-            }
+            Ok(records) => t.add(event.partition, records),
             Err(reason) => {
                 if self.failed.is_none() {
                     self.failed = Some(reason);
@@ -223,24 +296,37 @@ impl PoolCore {
     pub(crate) fn add_records(&mut self, event: EventId, records: Vec<ProducerRecord>) {
         if let Some(t) = self.txns.iter_mut().find(|t| t.seq == event.seq) {
             if t.incomplete.contains(&event.id) {
-                t.bytes += records.iter().map(record_bytes).sum::<usize>();
-                t.records.extend(records);
+                t.add(event.partition, records);
             }
         }
     }
 
-    fn should_close(&self, t: &Txn, now: Instant) -> bool {
+    /// The oldest `slots` transactions hold a slot each.
+    fn assign_slots(&mut self) {
+        let n = self.limits.slots;
+        for t in self.txns.iter_mut().take(n) {
+            if t.slot.is_none() {
+                t.slot = self.free.pop_front();
+            }
+        }
+    }
+
+    fn should_close(&self, index: usize, now: Instant) -> bool {
         let l = &self.limits;
-        t.events > 0
+        let t = &self.txns[index];
+        t.state == TxnState::Open
+            && t.slot.is_some()
+            && t.events > 0
             && (t.events as usize >= l.target_events
-                || t.records.len() >= l.target_events
+                || t.n_records >= l.target_events
                 || t.bytes >= l.max_bytes / 2
                 || t.first_at.is_some_and(|f| now >= f + l.linger)
+                || (l.eager_when_idle && index == 0)
                 || self.drain_all
                 || t.offsets.keys().any(|p| self.drain.contains(p)))
     }
 
-    /// The next thing to do, if any.
+    /// The next thing to do, if any. Call until `None`.
     pub(crate) fn poll_action(&mut self, now: Instant) -> Option<Action> {
         if let Some(reason) = &self.failed {
             if self.fail_reported {
@@ -249,49 +335,82 @@ impl PoolCore {
             self.fail_reported = true;
             return Some(Action::Fail(reason.clone()));
         }
-        let close = match self.txns.front() {
-            Some(t) => t.state == TxnState::Open && self.should_close(t, now),
-            None => false,
-        };
+        self.assign_slots();
+        if let Some(last) = self.txns.len().checked_sub(1) {
+            if self.should_close(last, now) {
+                let t = &mut self.txns[last];
+                t.state = TxnState::Closed;
+                t.closed_at = Some(now);
+            }
+        }
+        // R2: sends, oldest transaction first, each for the partitions it owns.
+        let mut held: BTreeSet<i32> = BTreeSet::new();
+        for t in self.txns.iter_mut() {
+            if let Some(slot) = t.slot {
+                let mut out = Vec::new();
+                for (p, rs) in &t.records {
+                    if held.contains(p) {
+                        continue;
+                    }
+                    let sent = t.sent.entry(*p).or_insert(0);
+                    if *sent < rs.len() {
+                        out.extend_from_slice(&rs[*sent..]);
+                        *sent = rs.len();
+                    }
+                }
+                if !out.is_empty() {
+                    let begin = !t.begun;
+                    t.begun = true;
+                    return Some(Action::Send {
+                        seq: t.seq,
+                        slot,
+                        begin,
+                        records: out,
+                    });
+                }
+            }
+            held.extend(t.offsets.keys().copied());
+        }
+        // R4: the head commits once closed, complete and fully sent.
         let head = self.txns.front_mut()?;
-        if head.sent < head.records.len() {
-            let records = head.records[head.sent..].to_vec();
-            head.sent = head.records.len();
-            return Some(Action::Send {
-                seq: head.seq,
-                records,
-            });
-        }
-        if close {
-            head.state = TxnState::Closed;
-            head.closed_at = Some(now);
-        }
-        if head.state == TxnState::Closed && head.incomplete.is_empty() {
+        let slot = head.slot?;
+        if head.state == TxnState::Closed && head.incomplete.is_empty() && !head.unsent() {
             head.state = TxnState::Committing;
+            let begin = !head.begun;
+            head.begun = true;
             return Some(Action::Commit {
                 seq: head.seq,
+                slot,
+                begin,
                 offsets: head.offsets.clone(),
-                events: head.events,
-                records: head.records.len(),
+                info: head.info(),
             });
         }
         None
     }
 
-    /// When [`PoolCore::handle_timeout`] must run next.
+    /// When [`PoolCore::handle_timeout`] must run next (and `poll_action` again).
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        let t = self.txns.front()?;
-        match t.state {
-            TxnState::Open => t.first_at.map(|f| f + self.limits.linger),
-            TxnState::Closed if !t.incomplete.is_empty() => {
-                t.closed_at.map(|c| c + self.limits.commit_deadline)
-            }
-            _ => None,
+        let linger = self
+            .txns
+            .back()
+            .filter(|t| t.state == TxnState::Open && t.slot.is_some())
+            .and_then(|t| t.first_at)
+            .map(|f| f + self.limits.linger);
+        let deadline = self
+            .txns
+            .front()
+            .filter(|t| t.state == TxnState::Closed && !t.incomplete.is_empty())
+            .and_then(|t| t.closed_at)
+            .map(|c| c + self.limits.commit_deadline);
+        match (linger, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Time passed: a closed transaction whose events are still incomplete after
-    /// `commit_deadline` fails the core.
+    /// Time passed: a closed head whose events are still incomplete after `commit_deadline`
+    /// fails the core.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         let deadline = self.limits.commit_deadline;
         if let Some(t) = self.txns.front() {
@@ -310,17 +429,26 @@ impl PoolCore {
         }
     }
 
-    /// The driver's answer to [`Action::Commit`] (or a failed send of the head, as `Retry`).
+    /// The driver's answer to [`Action::Commit`], or a failed send or begin of transaction
+    /// `seq` (as `Retry` once the driver aborted its slot, or `Fatal`).
     pub(crate) fn commit_done(&mut self, seq: u64, result: CommitResult) {
-        let Some(head) = self.txns.front_mut() else {
+        let Some(i) = self.txns.iter().position(|t| t.seq == seq) else {
             return;
         };
-        if head.seq != seq {
-            return;
-        }
         match result {
             CommitResult::Committed => {
+                if i != 0 || self.txns[0].state != TxnState::Committing {
+                    if self.failed.is_none() {
+                        self.failed = Some(format!(
+                            "transaction {seq} reported committed out of order (driver bug)"
+                        ));
+                    }
+                    return;
+                }
                 let t = self.txns.pop_front().expect("head");
+                if let Some(slot) = t.slot {
+                    self.free.push_back(slot);
+                }
                 self.committed_txns += 1;
                 self.committed_events += t.events;
                 let held: BTreeSet<i32> = self
@@ -329,19 +457,22 @@ impl PoolCore {
                     .flat_map(|t| t.offsets.keys().copied())
                     .collect();
                 self.drain.retain(|p| held.contains(p));
+                self.assign_slots();
             }
             CommitResult::Retry(reason) => {
-                head.attempts += 1;
-                if head.attempts >= self.limits.max_attempts {
+                let t = &mut self.txns[i];
+                t.attempts += 1;
+                if t.attempts >= self.limits.max_attempts {
                     self.failed = Some(format!(
                         "transaction {seq} failed {} times; last: {reason}",
-                        head.attempts
+                        t.attempts
                     ));
                     return;
                 }
-                head.sent = 0;
-                if head.state == TxnState::Committing {
-                    head.state = TxnState::Closed;
+                t.sent.clear();
+                t.begun = false;
+                if t.state == TxnState::Committing {
+                    t.state = TxnState::Closed;
                 }
             }
             CommitResult::Fatal(reason) => {
@@ -359,22 +490,23 @@ impl PoolCore {
             .any(|t| t.offsets.keys().any(|p| partitions.contains(p)))
     }
 
-    /// R7: transactions holding these partitions close at once.
+    /// R7: transactions holding these partitions close as soon as they hold a slot.
     pub(crate) fn drain(&mut self, partitions: &BTreeSet<i32>) {
         self.drain.extend(partitions.iter().copied());
     }
 
-    /// R12: every transaction closes at once (stop).
+    /// R12: every transaction closes as soon as it holds a slot (stop).
     pub(crate) fn drain_everything(&mut self) {
         self.drain_all = true;
     }
 
-    /// R9: everything is lost; the driver aborts the producer's open transaction. Returns the
+    /// R9: everything is lost; the driver aborts every slot's open transaction. Returns the
     /// number of events dropped.
     pub(crate) fn lose_all(&mut self) -> u64 {
         let dropped = self.txns.iter().map(|t| t.events).sum();
         self.txns.clear();
         self.drain.clear();
+        self.free = (0..self.limits.slots).collect();
         dropped
     }
 

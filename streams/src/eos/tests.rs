@@ -1,6 +1,6 @@
 //! The pool core's invariants, with injected time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use kafka_client::ProducerRecord;
@@ -10,12 +10,14 @@ use super::*;
 
 fn limits() -> Limits {
     Limits {
+        slots: 1,
         linger: Duration::from_millis(10),
         target_events: 3,
         max_events: 5,
         max_bytes: 1 << 20,
         commit_deadline: Duration::from_secs(5),
         max_attempts: 3,
+        eager_when_idle: false,
     }
 }
 
@@ -48,13 +50,15 @@ fn an_offset_only_transaction_commits() {
     match c.poll_action(later) {
         Some(Action::Commit {
             seq,
+            begin,
             offsets,
-            events,
-            records,
+            info,
+            ..
         }) => {
             assert_eq!(seq, e.seq);
+            assert!(begin, "nothing was sent: the commit begins the transaction");
             assert_eq!(offsets, BTreeMap::from([(0, 42)]));
-            assert_eq!((events, records), (1, 0));
+            assert_eq!((info.events, info.records), (1, 0));
         }
         other => panic!("expected a commit, got {other:?}"),
     }
@@ -99,7 +103,7 @@ fn only_the_head_sends_and_later_transactions_wait_for_its_commit() {
         "nothing before the head commits"
     );
     c.commit_done(first, CommitResult::Committed);
-    let Some(Action::Send { seq, records }) = c.poll_action(t2) else {
+    let Some(Action::Send { seq, records, .. }) = c.poll_action(t2) else {
         panic!("now the second sends")
     };
     assert_eq!((seq, tags(&records)), (b.seq, vec!["b".to_string()]));
@@ -216,55 +220,274 @@ fn after_a_loss_late_completions_are_ignored() {
     assert!(c.poll_action(t0 + Duration::from_secs(1)).is_none());
 }
 
+fn pool(slots: usize) -> PoolCore {
+    let mut l = limits();
+    l.slots = slots;
+    PoolCore::new(l)
+}
+
+#[test]
+fn a_later_transaction_sends_on_its_own_slot_while_the_head_commits() {
+    let t0 = Instant::now();
+    let mut c = pool(2);
+    let a = attached(c.attach(0, 0, t0));
+    c.complete(a, Ok(vec![rec("a")]));
+    let Some(Action::Send {
+        slot: s1, begin, ..
+    }) = c.poll_action(t0)
+    else {
+        panic!("the head sends")
+    };
+    assert!(begin);
+    let t1 = t0 + Duration::from_millis(10);
+    let Some(Action::Commit { seq: first, .. }) = c.poll_action(t1) else {
+        panic!("commit")
+    };
+    // Partition 1 is held by no older transaction: its records go out at once on slot 2.
+    let b = attached(c.attach(1, 0, t1));
+    c.complete(b, Ok(vec![rec("b")]));
+    let Some(Action::Send {
+        seq,
+        slot: s2,
+        begin,
+        records,
+    }) = c.poll_action(t1)
+    else {
+        panic!("the second transaction sends while the first commits")
+    };
+    assert_eq!(
+        (seq, begin, tags(&records)),
+        (b.seq, true, vec!["b".into()])
+    );
+    assert_ne!(s1, s2);
+    // Partition 0 is owned by the committing head: its records wait.
+    let c0 = attached(c.attach(0, 1, t1));
+    c.complete(c0, Ok(vec![rec("c")]));
+    assert!(c.poll_action(t1).is_none());
+    c.commit_done(first, CommitResult::Committed);
+    let Some(Action::Send {
+        seq,
+        begin,
+        records,
+        ..
+    }) = c.poll_action(t1)
+    else {
+        panic!("ownership of partition 0 passed")
+    };
+    assert_eq!(
+        (seq, begin, tags(&records)),
+        (b.seq, false, vec!["c".into()])
+    );
+}
+
+#[test]
+fn a_transaction_without_a_slot_keeps_taking_events_and_closes_once_it_has_one() {
+    let t0 = Instant::now();
+    let mut c = pool(1);
+    let a = attached(c.attach(0, 0, t0));
+    c.complete(a, Ok(vec![]));
+    let t1 = t0 + Duration::from_millis(10);
+    let Some(Action::Commit { seq: first, .. }) = c.poll_action(t1) else {
+        panic!("commit")
+    };
+    let b = attached(c.attach(0, 1, t1));
+    c.complete(b, Ok(vec![]));
+    // Its linger passes, but it has no slot: it stays open and takes more.
+    let t2 = t1 + Duration::from_millis(30);
+    assert!(c.poll_action(t2).is_none());
+    assert_eq!(c.poll_timeout(), None, "no linger timer without a slot");
+    let d = attached(c.attach(0, 2, t2));
+    assert_eq!(d.seq, b.seq, "same transaction");
+    c.complete(d, Ok(vec![]));
+    c.commit_done(first, CommitResult::Committed);
+    let Some(Action::Commit {
+        seq, offsets, info, ..
+    }) = c.poll_action(t2)
+    else {
+        panic!("now it holds the slot and its linger has passed")
+    };
+    assert_eq!((seq, info.events), (b.seq, 2));
+    assert_eq!(offsets, BTreeMap::from([(0, 3)]));
+}
+
+#[test]
+fn slots_rotate_so_the_longest_free_producer_begins_next() {
+    let t0 = Instant::now();
+    let mut c = pool(3);
+    let mut used = Vec::new();
+    let mut now = t0;
+    for i in 0..6 {
+        let e = attached(c.attach(0, i, now));
+        c.complete(e, Ok(vec![]));
+        now += Duration::from_millis(10);
+        let Some(Action::Commit { seq, slot, .. }) = c.poll_action(now) else {
+            panic!("commit")
+        };
+        used.push(slot);
+        c.commit_done(seq, CommitResult::Committed);
+    }
+    assert_eq!(used, vec![0, 1, 2, 0, 1, 2]);
+}
+
+#[test]
+fn eager_when_idle_closes_at_once_when_nothing_is_ahead() {
+    let t0 = Instant::now();
+    let mut l = limits();
+    l.slots = 3;
+    l.eager_when_idle = true;
+    let mut c = PoolCore::new(l);
+    let a = attached(c.attach(0, 0, t0));
+    c.complete(a, Ok(vec![]));
+    let Some(Action::Commit { seq: first, .. }) = c.poll_action(t0) else {
+        panic!("no linger when idle")
+    };
+    let b = attached(c.attach(1, 0, t0));
+    c.complete(b, Ok(vec![]));
+    assert!(
+        c.poll_action(t0).is_none(),
+        "a commit is out: the next one lingers"
+    );
+    c.commit_done(first, CommitResult::Committed);
+    assert!(matches!(c.poll_action(t0), Some(Action::Commit { .. })));
+}
+
+#[test]
+fn a_failed_send_of_a_later_transaction_resends_it_on_the_same_slot() {
+    let t0 = Instant::now();
+    let mut c = pool(2);
+    let a = attached(c.attach(0, 0, t0));
+    c.complete(a, Ok(vec![]));
+    let t1 = t0 + Duration::from_millis(10);
+    let Some(Action::Commit { seq: first, .. }) = c.poll_action(t1) else {
+        panic!("commit")
+    };
+    let b = attached(c.attach(1, 0, t1));
+    c.complete(b, Ok(vec![rec("b1")]));
+    let Some(Action::Send { slot, .. }) = c.poll_action(t1) else {
+        panic!("send")
+    };
+    c.commit_done(b.seq, CommitResult::Retry("send failed".into()));
+    let Some(Action::Send {
+        slot: again,
+        begin,
+        records,
+        ..
+    }) = c.poll_action(t1)
+    else {
+        panic!("re-send")
+    };
+    assert_eq!(
+        (again, begin, tags(&records)),
+        (slot, true, vec!["b1".into()])
+    );
+    assert!(
+        matches!(c.attach(1, 1, t1), Attach::Attached(_)),
+        "the head is untouched"
+    );
+    c.commit_done(first, CommitResult::Committed);
+}
+
+#[test]
+fn a_commit_reported_out_of_order_fails_the_core() {
+    let t0 = Instant::now();
+    let mut c = pool(2);
+    let a = attached(c.attach(0, 0, t0));
+    c.complete(a, Ok(vec![]));
+    c.commit_done(a.seq, CommitResult::Committed);
+    assert!(matches!(c.poll_action(t0), Some(Action::Fail(_))));
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Attach(i32),
-    CompleteOldest(u8),
+    /// Completes the oldest pending event of a partition.
+    Complete(i32),
     Tick(u8),
+    /// Answers the outstanding commit: committed, or retry.
     Commit(bool),
+    /// A send of the n-th transaction holding a slot fails (the driver aborted its slot).
+    SendFails(u8),
+    Drain(i32),
+    Lose,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (0i32..3).prop_map(Op::Attach),
-        (0u8..3).prop_map(Op::CompleteOldest),
-        (0u8..20).prop_map(Op::Tick),
-        any::<bool>().prop_map(Op::Commit),
+        4 => (0i32..3).prop_map(Op::Attach),
+        4 => (0i32..3).prop_map(Op::Complete),
+        2 => (0u8..20).prop_map(Op::Tick),
+        3 => any::<bool>().prop_map(Op::Commit),
+        1 => (0u8..4).prop_map(Op::SendFails),
+        1 => (0i32..3).prop_map(Op::Drain),
+        1 => Just(Op::Lose),
     ]
 }
 
+/// What a test driver knows of one transaction.
+#[derive(Default, Debug)]
+struct Seen {
+    slot: Option<usize>,
+    /// Records sent in the current attempt.
+    sent: Vec<String>,
+    /// Records of its completed events, per partition, in completion order.
+    expected: Vec<String>,
+    begun: bool,
+}
+
 proptest! {
-    /// Random attaches, completions, clock ticks and commit results: transactions commit in
-    /// sequence; per input partition the committed offsets only grow; the records sent for a
-    /// transaction, per attempt, are exactly its completed records in completion order; records
-    /// of a transaction are sent only after every earlier transaction committed; every
-    /// committed event was attached exactly once.
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    /// Random events, outputs, completion orders, clock ticks, commit results, failed sends,
+    /// drains and losses, over 1-4 slots (with and without `eager_when_idle`):
+    /// - transactions commit in sequence order, and only the head's commit is ever out (so
+    ///   TxnOffsetCommits are sent in commit order);
+    /// - per input partition, the records of committed attempts, in commit order, are its
+    ///   events' records in event order, each exactly once (so nothing committed is lost or
+    ///   doubled);
+    /// - a transaction sends records of a partition only when no older uncommitted
+    ///   transaction holds that partition;
+    /// - a slot carries one transaction at a time; `begin` comes exactly once per attempt;
+    /// - committed offsets per input partition only grow;
+    /// - a transaction whose attempt failed re-sends all its records before it commits.
     #[test]
-    fn commits_are_ordered_and_records_sent_once_per_attempt(ops in proptest::collection::vec(op(), 1..200)) {
+    fn the_pool_keeps_its_invariants(
+        slots in 1usize..5,
+        eager in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..300),
+    ) {
         let mut now = Instant::now();
-        let mut c = PoolCore::new(limits());
+        let mut l = limits();
+        l.slots = slots;
+        l.eager_when_idle = eager;
+        let mut c = PoolCore::new(l);
         let mut next_offset = [0i64; 3];
-        let mut pending: Vec<(EventId, i32, i64)> = Vec::new();
-        let mut expected: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-        let mut sent: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+        // Per partition: attached, not yet completed events.
+        let mut pending: [VecDeque<(EventId, i64)>; 3] = Default::default();
+        let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+        // Uncommitted transactions holding each partition.
+        let mut holding: [BTreeSet<u64>; 3] = Default::default();
         let mut committing: Option<(u64, BTreeMap<i32, i64>)> = None;
         let mut last_committed_seq = 0u64;
         let mut committed_offsets = [0i64; 3];
+        // Per partition: the committed record stream, and the event order it must equal.
+        let mut committed_stream: [Vec<String>; 3] = Default::default();
+        let mut event_order: [Vec<String>; 3] = Default::default();
         for op in ops {
             match op {
                 Op::Attach(p) => {
                     let o = next_offset[p as usize];
                     if let Attach::Attached(e) = c.attach(p, o, now) {
+                        prop_assert_eq!(e.partition, p);
                         next_offset[p as usize] += 1;
-                        pending.push((e, p, o));
+                        pending[p as usize].push_back((e, o));
+                        holding[p as usize].insert(e.seq);
+                        seen.entry(e.seq).or_default();
                     }
                 }
-                Op::CompleteOldest(n) => {
-                    for _ in 0..n {
-                        if pending.is_empty() { break; }
-                        let (e, p, o) = pending.remove(0);
+                Op::Complete(p) => {
+                    if let Some((e, o)) = pending[p as usize].pop_front() {
                         let tag = format!("{p}:{o}");
-                        expected.entry(e.seq).or_default().push(tag.clone());
+                        seen.entry(e.seq).or_default().expected.push(tag.clone());
+                        event_order[p as usize].push(tag.clone());
                         c.complete(e, Ok(vec![rec(&tag)]));
                     }
                 }
@@ -276,41 +499,111 @@ proptest! {
                     if let Some((seq, offsets)) = committing.take() {
                         if ok {
                             prop_assert!(seq > last_committed_seq);
-                            // Everything completed for it was sent in this attempt.
-                            prop_assert_eq!(sent.get(&seq).cloned().unwrap_or_default(),
-                                expected.get(&seq).cloned().unwrap_or_default());
+                            let s = seen.remove(&seq).unwrap();
+                            let mut sent = s.sent.clone();
+                            let mut expected = s.expected.clone();
+                            sent.sort();
+                            expected.sort();
+                            prop_assert_eq!(sent, expected, "the attempt sent all its records");
+                            for tag in &s.sent {
+                                let p: usize = tag[..1].parse().unwrap();
+                                committed_stream[p].push(tag.clone());
+                            }
                             for (p, o) in offsets {
                                 prop_assert!(o > committed_offsets[p as usize]);
                                 committed_offsets[p as usize] = o;
                             }
+                            for h in holding.iter_mut() {
+                                h.remove(&seq);
+                            }
                             last_committed_seq = seq;
                             c.commit_done(seq, CommitResult::Committed);
                         } else {
-                            sent.remove(&seq);
+                            let s = seen.get_mut(&seq).unwrap();
+                            s.sent.clear();
+                            s.begun = false;
                             c.commit_done(seq, CommitResult::Retry("test".into()));
                         }
+                    }
+                }
+                Op::SendFails(n) => {
+                    let victim = seen
+                        .iter()
+                        .filter(|(seq, s)| {
+                            s.begun && committing.as_ref().map(|(c, _)| c) != Some(seq)
+                        })
+                        .nth(n as usize)
+                        .map(|(seq, _)| *seq);
+                    if let Some(seq) = victim {
+                        let s = seen.get_mut(&seq).unwrap();
+                        s.sent.clear();
+                        s.begun = false;
+                        c.commit_done(seq, CommitResult::Retry("send failed".into()));
+                    }
+                }
+                Op::Drain(p) => c.drain(&BTreeSet::from([p])),
+                Op::Lose => {
+                    committing = None;
+                    c.lose_all();
+                    seen.clear();
+                    for h in holding.iter_mut() {
+                        h.clear();
+                    }
+                    // Lost events are re-read from the committed offsets.
+                    for p in 0..3 {
+                        pending[p].clear();
+                        next_offset[p] = committed_offsets[p];
+                        event_order[p].clone_from(&committed_stream[p]);
                     }
                 }
             }
             while let Some(a) = c.poll_action(now) {
                 match a {
-                    Action::Send { seq, records } => {
+                    Action::Send { seq, slot, begin, records } => {
                         prop_assert!(seq > last_committed_seq);
-                        prop_assert!(committing.is_none(), "sends only between commits");
-                        sent.entry(seq).or_default().extend(tags(&records));
+                        prop_assert!(slot < slots);
+                        for (other, s) in &seen {
+                            if *other != seq && s.slot == Some(slot) {
+                                prop_assert!(false, "slot {} carries {} and {}", slot, other, seq);
+                            }
+                        }
+                        let s = seen.get_mut(&seq).unwrap();
+                        prop_assert_eq!(begin, !s.begun, "begin once per attempt");
+                        s.begun = true;
+                        s.slot = Some(slot);
+                        for tag in tags(&records) {
+                            let p: usize = tag[..1].parse().unwrap();
+                            prop_assert!(
+                                holding[p].iter().all(|h| *h >= seq),
+                                "{} sent records of partition {} held by an older transaction", seq, p
+                            );
+                            s.sent.push(tag);
+                        }
                     }
-                    Action::Commit { seq, offsets, .. } => {
-                        prop_assert!(committing.is_none());
+                    Action::Commit { seq, slot, begin, offsets, .. } => {
+                        prop_assert!(committing.is_none(), "one commit at a time");
+                        let oldest = seen.keys().next().copied();
+                        prop_assert_eq!(Some(seq), oldest, "only the head commits");
+                        let s = seen.get_mut(&seq).unwrap();
+                        prop_assert_eq!(begin, !s.begun);
+                        s.begun = true;
+                        if let Some(prev) = s.slot {
+                            prop_assert_eq!(prev, slot);
+                        }
+                        s.slot = Some(slot);
                         committing = Some((seq, offsets));
                     }
                     Action::Fail(_) => {
-                        // Too many retries: allowed; nothing more happens.
                         prop_assert!(c.poll_action(now).is_none());
                         return Ok(());
                     }
                 }
-                if committing.is_some() { break; }
             }
+        }
+        for p in 0..3 {
+            let n = committed_stream[p].len();
+            prop_assert_eq!(&committed_stream[p][..], &event_order[p][..n],
+                "partition {}: committed records are a prefix of the event order", p);
         }
     }
 }
