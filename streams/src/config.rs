@@ -136,6 +136,10 @@ pub struct EventSourceConfig {
     pub heartbeat_interval: Duration,
     /// Events queued per partition worker before the partition is paused. 1024.
     pub worker_queue: usize,
+    /// Metrics queued for the sink before new ones are dropped (and counted). 4096.
+    pub metrics_queue: usize,
+    /// How often per-partition metrics (events, lag) and restore progress are emitted. 1 s.
+    pub metrics_interval: Duration,
 }
 
 impl EventSourceConfig {
@@ -161,6 +165,8 @@ impl EventSourceConfig {
             session_timeout: Duration::from_secs(15),
             heartbeat_interval: Duration::from_millis(500),
             worker_queue: 1024,
+            metrics_queue: 4096,
+            metrics_interval: Duration::from_secs(1),
         }
     }
 
@@ -217,6 +223,15 @@ impl EventSourceConfig {
             return bad(format!(
                 "heartbeat_interval {:?} must be below session_timeout {:?}",
                 self.heartbeat_interval, self.session_timeout
+            ));
+        }
+        if self.metrics_queue == 0 {
+            return bad("metrics_queue is 0".into());
+        }
+        if self.metrics_interval < Duration::from_millis(10) {
+            return bad(format!(
+                "metrics_interval {:?} is below 10 ms",
+                self.metrics_interval
             ));
         }
         if self.worker_queue == 0 {
@@ -279,6 +294,11 @@ mod tests {
                 "max_commit_attempts",
             ),
             (Box::new(|c| c.worker_queue = 0), "worker_queue"),
+            (Box::new(|c| c.metrics_queue = 0), "metrics_queue"),
+            (
+                Box::new(|c| c.metrics_interval = Duration::ZERO),
+                "metrics_interval",
+            ),
             (Box::new(|c| c.static_membership = true), "instance_id"),
             (
                 Box::new(|c| c.heartbeat_interval = Duration::from_secs(20)),

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use kafka_client::{ConsumerRecord, ProducerRecord};
 
 use crate::eos::{EventId, PoolCore};
+use crate::error::Error;
 use crate::store::{ChangelogEntry, KvStore};
 
 /// The handler's view of one event. Everything forwarded or recorded here is written in the
@@ -18,13 +19,26 @@ pub struct EventContext<'a, S> {
     defer: Option<DeferSlot>,
 }
 
-/// Where [`EventContext::defer`] takes its completion from (absent in tests that do not
-/// support it).
+/// Where [`EventContext::defer`] takes its completion from.
 pub(crate) struct DeferSlot {
-    pub core: Arc<Mutex<PoolCore>>,
-    pub wake: Arc<tokio::sync::Notify>,
-    pub event: EventId,
+    pub target: Target,
     pub taken: bool,
+}
+
+/// A deferred event's result, once known.
+pub(crate) type ResultCell = Arc<Mutex<Option<Result<Vec<ProducerRecord>, Error>>>>;
+
+/// Where a [`Completion`] delivers its result.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// The event source's pool: the event's transaction.
+    Pool {
+        core: Arc<Mutex<PoolCore>>,
+        wake: Arc<tokio::sync::Notify>,
+        event: EventId,
+    },
+    /// A test run ([`crate::testing`]): a cell the test reads.
+    Cell(ResultCell),
 }
 
 impl<'a, S> EventContext<'a, S> {
@@ -98,7 +112,8 @@ impl<'a, S> EventContext<'a, S> {
 
     /// Finishes this event later: the handler returns [`Outcome::Incomplete`](crate::Outcome)
     /// and the returned [`Completion`] completes (or fails) it, from any task. Until then the
-    /// event's transaction cannot commit. Panics if called twice for one event.
+    /// event's transaction cannot commit. Panics if called twice for one event (a handler
+    /// panic fails the event, like [`Outcome::Fail`](crate::Outcome)).
     pub fn defer(&mut self) -> Completion {
         let slot = self
             .defer
@@ -107,9 +122,9 @@ impl<'a, S> EventContext<'a, S> {
         assert!(!slot.taken, "defer called twice for one event");
         slot.taken = true;
         Completion {
-            core: Some(slot.core.clone()),
-            wake: slot.wake.clone(),
-            event: slot.event,
+            target: Some(slot.target.clone()),
+            partition: self.record.partition,
+            offset: self.record.offset,
             out: Vec::new(),
         }
     }
@@ -138,9 +153,9 @@ impl<S: KvStore> EventContext<'_, S> {
 /// it without [`Completion::complete`] fails the event (and so the instance): an event is never
 /// silently lost.
 pub struct Completion {
-    core: Option<Arc<Mutex<PoolCore>>>,
-    wake: Arc<tokio::sync::Notify>,
-    event: EventId,
+    target: Option<Target>,
+    partition: i32,
+    offset: i64,
     out: Vec<ProducerRecord>,
 }
 
@@ -158,19 +173,35 @@ impl Completion {
 
     /// Fails the event: the instance goes unhealthy and stops.
     pub fn fail(mut self, reason: impl std::fmt::Display) {
-        self.finish(Err(reason.to_string()));
+        let e = self.error(format!("handler failed: {reason}"));
+        self.finish(Err(e));
     }
 
-    fn finish(&mut self, result: Result<Vec<ProducerRecord>, String>) {
-        if let Some(core) = self.core.take() {
-            core.lock().unwrap().complete(self.event, result);
-            self.wake.notify_one();
+    fn error(&self, reason: String) -> Error {
+        Error::Processing {
+            partition: self.partition,
+            offset: self.offset,
+            reason: reason.into(),
+        }
+    }
+
+    fn finish(&mut self, result: Result<Vec<ProducerRecord>, Error>) {
+        match self.target.take() {
+            Some(Target::Pool { core, wake, event }) => {
+                core.lock().unwrap().complete(event, result);
+                wake.notify_one();
+            }
+            Some(Target::Cell(cell)) => *cell.lock().unwrap() = Some(result),
+            None => {}
         }
     }
 }
 
 impl Drop for Completion {
     fn drop(&mut self) {
-        self.finish(Err("a deferred event's Completion was dropped".to_string()));
+        if self.target.is_some() {
+            let e = self.error("a deferred event's Completion was dropped".into());
+            self.finish(Err(e));
+        }
     }
 }

@@ -45,11 +45,38 @@ pub enum Error {
         /// Attempts made.
         attempts: u32,
         /// The last error.
-        last: Arc<kafka_client::Error>,
+        last: Arc<str>,
+    },
+    /// Events of a closed transaction did not complete within `eos.commit_deadline` (a handler
+    /// that returned `Incomplete` never completed, or too slowly).
+    #[error("{incomplete} event(s) of transaction {seq} did not complete within {deadline:?}")]
+    SlowEvents {
+        /// The transaction's sequence number.
+        seq: u64,
+        /// Events still incomplete.
+        incomplete: usize,
+        /// `eos.commit_deadline`.
+        deadline: std::time::Duration,
     },
     /// The event source was stopped.
     #[error("the event source is stopped")]
     Stopped,
+}
+
+impl Error {
+    /// A client error, as [`Error::Fenced`] when another instance took over.
+    pub(crate) fn client(e: kafka_client::Error) -> Error {
+        if matches!(e, kafka_client::Error::Fenced(_)) {
+            Error::Fenced(Arc::new(e))
+        } else {
+            Error::Client(e)
+        }
+    }
+
+    /// Whether another instance took over (R8).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced(_))
+    }
 }
 
 /// `Result` with the streams [`Error`].

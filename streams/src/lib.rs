@@ -5,10 +5,17 @@
 //! public API only.
 //!
 //! What exists today: the event source with header routing, per-partition workers with
-//! restore-before-process, the in-memory [`MemStore`](store::MemStore), and exactly-once
-//! processing through one transactional producer with a Nagle-style commit rule (STREAMS.md
-//! §3.3). The pool of several producers, the incremental rebalancer, interjections, async jobs,
-//! the persistent store and standbys come next (see the project's issues).
+//! restore-before-process, the in-memory [`MemStore`](store::MemStore), exactly-once
+//! processing through a pool of transactional producers with a Nagle-style commit rule
+//! (STREAMS.md §3.3), [`metrics`] through a non-blocking sink, and [`testing`] helpers that run a
+//! handler without a broker. The incremental rebalancer, interjections, async jobs, the
+//! persistent store and standbys come next (see the project's issues).
+//!
+//! ```text
+//!   your handlers ──► EventSource ──► kafka-client (Consumer, Producer × pool, Admin)
+//!                      │  workers (one per partition) · stores · pool core (sans-IO)
+//!                      └─► topics: input ─► outputs + changelog, offsets in one transaction
+//! ```
 #![forbid(unsafe_code)]
 
 pub use kafka_client;
@@ -17,9 +24,11 @@ mod config;
 mod context;
 mod eos;
 mod error;
+pub mod metrics;
 mod route;
 mod source;
 pub mod store;
+pub mod testing;
 
 pub use config::{EosConfig, ErrorPolicy, EventSourceConfig, Guarantee, UnknownEventPolicy};
 pub use context::{Completion, EventContext};

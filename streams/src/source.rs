@@ -26,11 +26,13 @@ use kafka_client::{
     TopicPartition,
 };
 use tokio::sync::{mpsc, watch, Notify};
+use tracing::Instrument;
 
 use crate::config::{ErrorPolicy, EventSourceConfig, Guarantee, UnknownEventPolicy};
-use crate::context::{DeferSlot, EventContext};
+use crate::context::{DeferSlot, EventContext, Target};
 use crate::eos::{Action, Attach, CommitResult, Limits, PoolCore};
 use crate::error::{Error, Result};
+use crate::metrics::{Emitter, Metric, MetricsSink, SkipReason, TxnCommitted};
 use crate::route::{self, Decoder, Handler, Outcome, RouteResult, Router};
 use crate::store::{ChangelogRecord, Restore, RestoreProgress, StateStore, StoreError};
 
@@ -67,6 +69,10 @@ pub struct Stats {
     pub committed_events: u64,
     /// Changelog records applied by restores.
     pub restored_records: u64,
+    /// Transaction attempts that failed and were re-sent.
+    pub retries: u64,
+    /// Metrics dropped because the sink's queue was full.
+    pub metrics_dropped: u64,
 }
 
 #[derive(Default)]
@@ -75,6 +81,7 @@ struct Counters {
     skipped_unknown: AtomicU64,
     undecodable: AtomicU64,
     restored_records: AtomicU64,
+    retries: AtomicU64,
 }
 
 type Factory<S> = Arc<dyn Fn(i32) -> S + Send + Sync>;
@@ -86,6 +93,7 @@ pub struct EventSourceBuilder<S> {
     routes: HashMap<Vec<u8>, Arc<dyn route::Route<S>>>,
     default: Option<Arc<dyn route::Route<S>>>,
     duplicate: Option<String>,
+    metrics: Option<Arc<dyn MetricsSink>>,
 }
 
 impl<S: StateStore> EventSourceBuilder<S> {
@@ -101,6 +109,14 @@ impl<S: StateStore> EventSourceBuilder<S> {
             self.duplicate = Some(event_type.to_string());
         }
         self.routes.insert(key, route::typed(decoder, handler));
+        self
+    }
+
+    /// Sends [`Metric`]s to `sink`, from a thread of its own through a bounded queue
+    /// (`metrics_queue`): a slow sink never slows processing; what does not fit is dropped and
+    /// counted in [`Stats::metrics_dropped`].
+    pub fn metrics(mut self, sink: Arc<dyn MetricsSink>) -> Self {
+        self.metrics = Some(sink);
         self
     }
 
@@ -204,6 +220,7 @@ impl<S: StateStore> EventSourceBuilder<S> {
             max_attempts: e.max_commit_attempts,
             eager_when_idle: e.eager_when_idle,
         });
+        let config_metrics_queue = config.metrics_queue;
         let (health, _) = watch::channel(Health::Starting);
         let (active, _) = watch::channel(BTreeSet::new());
         let (stop, _) = watch::channel(false);
@@ -230,6 +247,7 @@ impl<S: StateStore> EventSourceBuilder<S> {
                 lost_epoch: AtomicU64::new(0),
                 running: AtomicBool::new(false),
                 counters: Counters::default(),
+                metrics: Emitter::new(self.metrics, config_metrics_queue),
             }),
         })
     }
@@ -305,6 +323,8 @@ async fn ensure_topics(
 struct WorkerHandle {
     tx: mpsc::Sender<ConsumerRecord>,
     stop: Arc<AtomicBool>,
+    /// Events handled on this partition (metrics).
+    events: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -333,6 +353,7 @@ struct Inner<S> {
     lost_epoch: AtomicU64,
     running: AtomicBool,
     counters: Counters,
+    metrics: Emitter,
 }
 
 /// Processes a topic's events against per-partition state stores, exactly once. Cheap to
@@ -391,6 +412,7 @@ impl<S: StateStore> EventSource<S> {
             routes: HashMap::new(),
             default: None,
             duplicate: None,
+            metrics: None,
         }
     }
 
@@ -435,6 +457,8 @@ impl<S: StateStore> EventSource<S> {
             transactions,
             committed_events,
             restored_records: c.restored_records.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            metrics_dropped: self.inner.metrics.dropped(),
         }
     }
 
@@ -492,18 +516,21 @@ impl<S: StateStore> EventSource<S> {
         }
         let mut stop = inner.stop.subscribe();
         let mut pending: BTreeMap<i32, VecDeque<ConsumerRecord>> = BTreeMap::new();
+        let mut tick = tokio::time::interval(inner.config.metrics_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while failure.is_none() && !*stop.borrow() {
-            if let Some(reason) = inner.core.lock().unwrap().failure() {
-                failure = Some(unhealthy_reason(reason));
+            if let Some(e) = inner.core.lock().unwrap().failure() {
+                failure = Some(e.clone());
                 break;
             }
             flush_pending(inner, &mut pending);
             tokio::select! {
                 _ = stop.changed() => {}
                 _ = inner.wake_on_failure() => {}
+                _ = tick.tick(), if inner.metrics.enabled() => inner.partition_metrics(),
                 polled = inner.consumer.poll(Duration::from_millis(200)) => match polled {
                     Ok(records) => dispatch(inner, records, &mut pending),
-                    Err(e) if e.is_fatal() => failure = Some(e.into()),
+                    Err(e) if e.is_fatal() => failure = Some(Error::client(e)),
                     Err(e) => {
                         tracing::warn!(error = %e, "poll failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -527,12 +554,12 @@ impl<S: StateStore> EventSource<S> {
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            if let Some(reason) = inner.core.lock().unwrap().failure() {
-                failure = Some(unhealthy_reason(reason));
+            if let Some(e) = inner.core.lock().unwrap().failure() {
+                failure = Some(e.clone());
             }
         }
         if failure.is_some() {
-            inner.core.lock().unwrap().fail("stopping".into());
+            inner.core.lock().unwrap().fail(Error::Stopped);
             inner.wake.notify_one();
         }
         inner.consumer.close().await;
@@ -580,14 +607,6 @@ impl<S: StateStore> EventSource<S> {
     }
 }
 
-fn unhealthy_reason(reason: &str) -> Error {
-    Error::Processing {
-        partition: -1,
-        offset: -1,
-        reason: Arc::from(reason),
-    }
-}
-
 impl<S> Inner<S> {
     /// Resolves when the core has failed (polled with the consumer).
     async fn wake_on_failure(&self) {
@@ -596,6 +615,26 @@ impl<S> Inner<S> {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One [`Metric::Partition`] per assigned partition.
+    fn partition_metrics(&self) {
+        let counts: Vec<(i32, u64)> = self
+            .workers
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, w)| (*p, w.events.load(Ordering::Relaxed)))
+            .collect();
+        for (partition, events) in counts {
+            let tp = TopicPartition::new(self.config.topic.as_str(), partition);
+            let lag = self.consumer.lag(&tp);
+            self.metrics.emit(|| Metric::Partition {
+                partition,
+                events,
+                lag,
+            });
         }
     }
 
@@ -700,9 +739,19 @@ impl<S: StateStore> RebalanceHooks for Hooks<S> {
                 let p = tp.partition;
                 let (tx, rx) = mpsc::channel(inner.config.worker_queue);
                 let stop = Arc::new(AtomicBool::new(false));
+                let events = Arc::new(AtomicU64::new(0));
                 inner.restoring.lock().unwrap().insert(p);
-                let task = tokio::spawn(worker(inner.clone(), p, rx, stop.clone()));
-                if let Some(old) = workers.insert(p, WorkerHandle { tx, stop, task }) {
+                let task = tokio::spawn(
+                    worker(inner.clone(), p, rx, stop.clone(), events.clone())
+                        .instrument(tracing::info_span!("partition", p)),
+                );
+                let handle = WorkerHandle {
+                    tx,
+                    stop,
+                    events,
+                    task,
+                };
+                if let Some(old) = workers.insert(p, handle) {
                     old.stop.store(true, Ordering::SeqCst);
                 }
             }
@@ -735,11 +784,16 @@ impl<S: StateStore> RebalanceHooks for Hooks<S> {
                     break;
                 }
                 if Instant::now() >= deadline {
-                    inner.core.lock().unwrap().fail(format!(
-                        "partitions {ps:?} revoked, but their transactions did not commit within \
-                         {:?}",
-                        inner.config.session_timeout
-                    ));
+                    inner.core.lock().unwrap().fail(Error::Commit {
+                        seq: 0,
+                        attempts: 0,
+                        last: format!(
+                            "partitions {ps:?} revoked, but their transactions did not commit \
+                             within {:?}",
+                            inner.config.session_timeout
+                        )
+                        .into(),
+                    });
                     inner.wake.notify_one();
                     break;
                 }
@@ -816,6 +870,7 @@ async fn worker<S: StateStore>(
     p: i32,
     mut rx: mpsc::Receiver<ConsumerRecord>,
     stop: Arc<AtomicBool>,
+    events: Arc<AtomicU64>,
 ) {
     let tp = TopicPartition::new(inner.config.topic.as_str(), p);
     let started = Instant::now();
@@ -823,7 +878,13 @@ async fn worker<S: StateStore>(
     inner.restoring.lock().unwrap().remove(&p);
     let mut store = match restored {
         Ok(Some((store, records))) => {
-            tracing::info!(partition = p, records, took = ?started.elapsed(), "restored");
+            let elapsed = started.elapsed();
+            tracing::info!(partition = p, records, took = ?elapsed, "restored");
+            inner.metrics.emit(|| Metric::Restored {
+                partition: p,
+                records,
+                elapsed,
+            });
             store
         }
         Ok(None) => {
@@ -831,7 +892,7 @@ async fn worker<S: StateStore>(
             return; // stopped while restoring
         }
         Err(e) => {
-            inner.core.lock().unwrap().fail(e.to_string());
+            inner.core.lock().unwrap().fail(e);
             inner.wake.notify_one();
             inner.update_health();
             return;
@@ -846,6 +907,7 @@ async fn worker<S: StateStore>(
         if stop.load(Ordering::SeqCst) {
             break;
         }
+        events.fetch_add(1, Ordering::Relaxed);
         if !handle(&inner, &mut store, record, &stop).await {
             break;
         }
@@ -886,9 +948,11 @@ async fn handle<S: StateStore>(
     inner.counters.events.fetch_add(1, Ordering::Relaxed);
     let mut out = Vec::new();
     let slot = DeferSlot {
-        core: inner.core.clone(),
-        wake: inner.wake.clone(),
-        event,
+        target: Target::Pool {
+            core: inner.core.clone(),
+            wake: inner.wake.clone(),
+            event,
+        },
         taken: false,
     };
     let router = inner.router.clone();
@@ -897,13 +961,19 @@ async fn handle<S: StateStore>(
         let r = router.run(&mut ctx);
         (r, ctx.deferred())
     }));
-    let where_ = |reason: String| {
-        format!(
-            "partition {} offset {}: {reason}",
-            record.partition, record.offset
-        )
+    let skipped = |reason: SkipReason| {
+        inner.metrics.emit(|| Metric::Skipped {
+            partition: record.partition,
+            offset: record.offset,
+            reason,
+        })
     };
-    let result: std::result::Result<Vec<ProducerRecord>, String> = match run {
+    let where_ = |reason: String| Error::Processing {
+        partition: record.partition,
+        offset: record.offset,
+        reason: reason.into(),
+    };
+    let result: std::result::Result<Vec<ProducerRecord>, Error> = match run {
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
@@ -929,6 +999,7 @@ async fn handle<S: StateStore>(
                 .counters
                 .skipped_unknown
                 .fetch_add(1, Ordering::Relaxed);
+            skipped(SkipReason::UnknownType);
             Ok(Vec::new())
         }
         Ok((RouteResult::Unknown(msg), _)) => Err(where_(msg)),
@@ -936,10 +1007,12 @@ async fn handle<S: StateStore>(
             ErrorPolicy::Fail => Err(where_(format!("undecodable: {e}"))),
             ErrorPolicy::Skip => {
                 inner.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                skipped(SkipReason::Undecodable);
                 Ok(Vec::new())
             }
             ErrorPolicy::DeadLetter { topic } => {
                 inner.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                skipped(SkipReason::DeadLettered);
                 Ok(vec![dead_letter(topic, &record, &e.to_string())])
             }
         },
@@ -987,6 +1060,7 @@ async fn restore<S: StateStore>(
         return Ok(Some((store, 0)));
     }
     let rc = Consumer::with_client(inner.client.clone(), inner.restore_cfg.clone()).await?;
+    let mut next_progress = Instant::now() + inner.config.metrics_interval;
     rc.assign([ctp.clone()]).await?;
     rc.seek(&ctp, Offset::At(earliest)).await?;
     let result = async {
@@ -1020,6 +1094,15 @@ async fn restore<S: StateStore>(
             if let RestoreProgress::Done = progress {
                 return Ok(Some(()));
             }
+            if inner.metrics.enabled() && Instant::now() >= next_progress {
+                next_progress = Instant::now() + inner.config.metrics_interval;
+                inner.metrics.emit(|| Metric::RestoreProgress {
+                    partition: p,
+                    records: machine.applied(),
+                    position,
+                    end: target,
+                });
+            }
         }
     }
     .await;
@@ -1042,7 +1125,6 @@ async fn list_one(client: &Client, tp: &TopicPartition, at: Offset) -> Result<i6
     Ok(m.get(tp).map_or(0, |l| l.offset.max(0)))
 }
 
-/// Runs the pool core's actions on the producer.
 /// The pool's driver: turns the core's actions into producer calls. Sends run here, in order;
 /// the head's commit runs as its own task, so other slots keep sending meanwhile.
 async fn pool_driver<S: StateStore>(inner: Arc<Inner<S>>) {
@@ -1108,19 +1190,43 @@ async fn pool_driver<S: StateStore>(inner: Arc<Inner<S>>) {
             }) => {
                 let task_inner = inner.clone();
                 let owed = std::mem::take(&mut deliveries);
-                commit = Some(tokio::spawn(async move {
-                    let inner = task_inner;
-                    let started = Instant::now();
-                    let result = if eos {
-                        commit_eos(&inner, seq, slot, begin, &offsets).await
-                    } else {
-                        commit_alo(&inner, &offsets, owed).await
-                    };
-                    tracing::debug!(seq, slot, ?info, ?result, took = ?started.elapsed(), "commit");
-                    inner.core.lock().unwrap().commit_done(seq, result);
-                    inner.intake.notify_waiters();
-                    inner.wake.notify_one();
-                }));
+                let span = tracing::debug_span!("commit", seq, slot);
+                commit = Some(tokio::spawn(
+                    async move {
+                        let inner = task_inner;
+                        let started = Instant::now();
+                        let result = if eos {
+                            commit_eos(&inner, seq, slot, begin, &offsets).await
+                        } else {
+                            commit_alo(&inner, &offsets, owed).await
+                        };
+                        let commit_time = started.elapsed();
+                        tracing::debug!(seq, slot, ?info, ?result, took = ?commit_time, "commit");
+                        match &result {
+                            CommitResult::Committed => inner.metrics.emit(|| {
+                                Metric::TxnCommitted(TxnCommitted::new(
+                                    seq,
+                                    slot,
+                                    &info,
+                                    commit_time,
+                                ))
+                            }),
+                            CommitResult::Retry(reason) => {
+                                inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+                                inner.metrics.emit(|| Metric::TxnRetried {
+                                    seq,
+                                    attempt: info.attempts,
+                                    reason: reason.clone(),
+                                });
+                            }
+                            CommitResult::Fatal(_) => {}
+                        }
+                        inner.core.lock().unwrap().commit_done(seq, result);
+                        inner.intake.notify_waiters();
+                        inner.wake.notify_one();
+                    }
+                    .instrument(span),
+                ));
             }
             Some(Action::Fail(reason)) => {
                 tracing::error!(%reason, "the pool failed; aborting open transactions");
@@ -1169,7 +1275,7 @@ async fn abort_slot<S>(inner: &Inner<S>, slot: usize) {
 /// A send or begin failed: fatal errors fail the core; others retry the transaction.
 fn report<S>(inner: &Inner<S>, seq: u64, e: &kafka_client::Error) {
     let result = if e.is_fatal() {
-        CommitResult::Fatal(e.to_string())
+        CommitResult::Fatal(Error::client(e.clone()))
     } else {
         CommitResult::Retry(e.to_string())
     };
@@ -1229,6 +1335,10 @@ async fn commit_eos<S>(
                         let tp = TopicPartition::new(inner.config.topic.as_str(), *part);
                         committed.get(&tp).copied().flatten() == Some(*off)
                     });
+                    inner.metrics.emit(|| Metric::OutcomeResolved {
+                        seq,
+                        committed: all,
+                    });
                     if all {
                         tracing::info!(seq, "unknown commit outcome resolved: committed");
                         CommitResult::Committed
@@ -1237,9 +1347,14 @@ async fn commit_eos<S>(
                         CommitResult::Retry(format!("outcome unknown, then not committed: {e}"))
                     }
                 }
-                Err(err) => CommitResult::Fatal(format!(
-                    "commit outcome unknown ({e}) and committed offsets unreadable: {err}"
-                )),
+                Err(err) => CommitResult::Fatal(Error::Commit {
+                    seq,
+                    attempts: 0,
+                    last: format!(
+                        "commit outcome unknown ({e}) and committed offsets unreadable: {err}"
+                    )
+                    .into(),
+                }),
             }
         }
         Err(e) if e.is_fatal() => classify(e),
@@ -1252,7 +1367,7 @@ async fn commit_eos<S>(
 
 fn classify(e: kafka_client::Error) -> CommitResult {
     if e.is_fatal() {
-        CommitResult::Fatal(format!("{e}"))
+        CommitResult::Fatal(Error::client(e))
     } else {
         CommitResult::Retry(e.to_string())
     }

@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use kafka_client::ProducerRecord;
 
+use crate::error::Error;
+
 /// One attached event: its transaction, its input partition and its number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct EventId {
@@ -97,18 +99,18 @@ pub(crate) enum Action {
         info: TxnInfo,
     },
     /// The core failed: abort what is open on every slot and stop the instance.
-    Fail(String),
+    Fail(Error),
 }
 
 /// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum CommitResult {
     /// Committed (or found committed after an unknown outcome).
     Committed,
     /// Not committed, and the driver aborted the slot's transaction: re-send.
     Retry(String),
     /// Cannot go on.
-    Fatal(String),
+    Fatal(Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +216,7 @@ pub(crate) struct PoolCore {
     /// Partitions whose transactions must close now (revoke, stop).
     drain: BTreeSet<i32>,
     drain_all: bool,
-    failed: Option<String>,
+    failed: Option<Error>,
     fail_reported: bool,
     committed_txns: u64,
     committed_events: u64,
@@ -274,7 +276,7 @@ impl PoolCore {
     /// An attached event finished: its records join its transaction (`Err`: the event failed,
     /// and so does the core). A completion for a transaction that no longer exists (lost) is
     /// ignored.
-    pub(crate) fn complete(&mut self, event: EventId, result: Result<Vec<ProducerRecord>, String>) {
+    pub(crate) fn complete(&mut self, event: EventId, result: Result<Vec<ProducerRecord>, Error>) {
         let Some(t) = self.txns.iter_mut().find(|t| t.seq == event.seq) else {
             return;
         };
@@ -419,12 +421,11 @@ impl PoolCore {
                 && t.closed_at.is_some_and(|c| now >= c + deadline)
                 && self.failed.is_none()
             {
-                self.failed = Some(format!(
-                    "{} event(s) of transaction {} did not complete within {:?}",
-                    t.incomplete.len(),
-                    t.seq,
-                    deadline
-                ));
+                self.failed = Some(Error::SlowEvents {
+                    seq: t.seq,
+                    incomplete: t.incomplete.len(),
+                    deadline,
+                });
             }
         }
     }
@@ -439,9 +440,11 @@ impl PoolCore {
             CommitResult::Committed => {
                 if i != 0 || self.txns[0].state != TxnState::Committing {
                     if self.failed.is_none() {
-                        self.failed = Some(format!(
-                            "transaction {seq} reported committed out of order (driver bug)"
-                        ));
+                        self.failed = Some(Error::Commit {
+                            seq,
+                            attempts: self.txns[i].attempts + 1,
+                            last: "reported committed out of order (a driver bug)".into(),
+                        });
                     }
                     return;
                 }
@@ -463,10 +466,11 @@ impl PoolCore {
                 let t = &mut self.txns[i];
                 t.attempts += 1;
                 if t.attempts >= self.limits.max_attempts {
-                    self.failed = Some(format!(
-                        "transaction {seq} failed {} times; last: {reason}",
-                        t.attempts
-                    ));
+                    self.failed = Some(Error::Commit {
+                        seq,
+                        attempts: t.attempts,
+                        last: reason.into(),
+                    });
                     return;
                 }
                 t.sent.clear();
@@ -516,12 +520,12 @@ impl PoolCore {
     }
 
     /// The failure, once failed.
-    pub(crate) fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
+    pub(crate) fn failure(&self) -> Option<&Error> {
+        self.failed.as_ref()
     }
 
     /// Fails the core from outside (fencing, a partition that cannot be restored).
-    pub(crate) fn fail(&mut self, reason: String) {
+    pub(crate) fn fail(&mut self, reason: Error) {
         if self.failed.is_none() {
             self.failed = Some(reason);
         }
