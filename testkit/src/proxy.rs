@@ -11,6 +11,9 @@
 //!   since their byte streams are no longer whole;
 //! * [`ProxyHandle::reject`] closes new connections right after accepting them;
 //! * [`ProxyHandle::heal`] removes latency, black hole and rejection;
+//! * [`ProxyHandle::trip_after`] arms a tripwire: connections opened from then on close right
+//!   after forwarding a request of one API key (the broker acts on it, its answer is lost), a
+//!   given number of times — say an EndTxn whose outcome the client cannot know;
 //! * [`ProxyHandle::set_version_cap`] makes the broker look like one with fewer API versions
 //!   (Redpanda's set, say) to connections opened from then on: see [`crate::versioncap`]. Those
 //!   connections see no latency or black hole; cuts still end them.
@@ -54,6 +57,9 @@ struct Shared {
     accepted: AtomicU64,
     active: AtomicU64,
     version_cap: Mutex<Option<Arc<VersionCap>>>,
+    /// The tripwire: (API key, trips left).
+    trip: Mutex<Option<(i16, u32)>>,
+    tripped: AtomicU64,
 }
 
 /// A running fault proxy. Dropping it stops the proxy and closes its connections.
@@ -100,6 +106,8 @@ impl FaultProxy {
             accepted: AtomicU64::new(0),
             active: AtomicU64::new(0),
             version_cap: Mutex::new(None),
+            trip: Mutex::new(None),
+            tripped: AtomicU64::new(0),
         });
         let listener = {
             let _guard = rt.enter();
@@ -190,6 +198,19 @@ impl ProxyHandle {
     /// The version cap in force for new connections.
     pub fn version_cap(&self) -> Option<VersionCap> {
         self.shared.version_cap.lock().unwrap().as_deref().cloned()
+    }
+
+    /// Arms the tripwire: connections opened from now on relay frame by frame and close right
+    /// after forwarding a request with `api_key` (the broker gets it; its answer never arrives),
+    /// `times` times in all. [`ProxyHandle::cut`] open connections to make clients reconnect
+    /// through it. `times = 0` disarms it.
+    pub fn trip_after(&self, api_key: i16, times: u32) {
+        *self.shared.trip.lock().unwrap() = (times > 0).then_some((api_key, times));
+    }
+
+    /// Connections closed by the tripwire so far.
+    pub fn tripped(&self) -> u64 {
+        self.shared.tripped.load(Ordering::SeqCst)
     }
 
     /// Connections accepted since the proxy started.
@@ -288,6 +309,13 @@ async fn connection(client: TcpStream, shared: Arc<Shared>) {
         }
         return;
     }
+    if shared.trip.lock().unwrap().is_some() {
+        tokio::select! {
+            _ = tripwire(client, upstream, shared.clone()) => {}
+            _ = cut.changed() => {}
+        }
+        return;
+    }
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();
     tokio::select! {
@@ -368,6 +396,74 @@ async fn pump(
     };
     // The reader ends on EOF and drops `tx`; the writer then delivers what is queued and ends.
     tokio::join!(reader, writer);
+}
+
+/// Relays one connection frame by frame (requests) and raw (answers); after forwarding a
+/// request of the tripwire's API key (while trips are left), closes the connection.
+async fn tripwire(client: TcpStream, upstream: TcpStream, shared: Arc<Shared>) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut ur, mut uw) = upstream.into_split();
+    // Set before the tripping request goes out: no answer reaches the client after it.
+    let tripped = AtomicBool::new(false);
+    let requests = async {
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        loop {
+            loop {
+                let frame = match take_frame(&mut buf, MAX_CAPPED_FRAME) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(_) => return,
+                };
+                let api_key = frame.get(4..6).map(|b| i16::from_be_bytes([b[0], b[1]]));
+                let trip = {
+                    let mut t = shared.trip.lock().unwrap();
+                    match *t {
+                        Some((key, left)) if Some(key) == api_key => {
+                            *t = (left > 1).then_some((key, left - 1));
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                if trip {
+                    tripped.store(true, Ordering::SeqCst);
+                }
+                if uw.write_all(&frame).await.is_err() {
+                    return;
+                }
+                if trip {
+                    shared.tripped.fetch_add(1, Ordering::SeqCst);
+                    // Let the broker read the request before the connection closes.
+                    let _ = uw.flush().await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return;
+                }
+            }
+            match cr.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    let responses = async {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = match ur.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if tripped.load(Ordering::SeqCst) {
+                continue;
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = requests => {}
+        _ = responses => {}
+    }
 }
 
 /// Relays one connection under a version cap, frame by frame: requests outside the cap close the
@@ -545,5 +641,46 @@ mod tests {
             "rejected conn answered"
         );
         h.heal();
+    }
+
+    /// A request frame: length, api key, version, correlation id.
+    fn frame(api_key: i16, corr: i32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&8i32.to_be_bytes());
+        v.extend_from_slice(&api_key.to_be_bytes());
+        v.extend_from_slice(&0i16.to_be_bytes());
+        v.extend_from_slice(&corr.to_be_bytes());
+        v
+    }
+
+    #[tokio::test]
+    async fn the_tripwire_forwards_the_request_then_drops_its_answer_and_the_connection() {
+        let (_p, h) = proxy().await;
+        h.trip_after(26, 1);
+        let mut s = TcpStream::connect(h.addr()).await.unwrap();
+        // Another API passes (the echo answers it).
+        s.write_all(&frame(3, 1)).await.unwrap();
+        let mut buf = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(&buf[..], &frame(3, 1)[..]);
+        // The armed API: no answer, the connection ends.
+        s.write_all(&frame(26, 2)).await.unwrap();
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .expect("closed");
+        assert!(n.is_err() || rest.is_empty(), "{rest:?}");
+        assert_eq!(h.tripped(), 1);
+        // Used up: the next connection relays it.
+        let mut s = TcpStream::connect(h.addr()).await.unwrap();
+        s.write_all(&frame(26, 3)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(h.tripped(), 1);
     }
 }
