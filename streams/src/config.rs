@@ -72,6 +72,11 @@ pub struct EosConfig {
     pub transaction_timeout: Duration,
     /// How long a closed transaction waits for its events to complete before it is aborted. 5 s.
     pub commit_deadline: Duration,
+    /// How long one commit (flush, offsets, EndTxn with the client's retries) may take before
+    /// its outcome counts as unknown: the producer then bumps its epoch, which settles the
+    /// transaction, and the pool reads the committed offsets to learn which way it went (R11).
+    /// The producers' `transaction.end.timeout.ms`; below `transaction_timeout`. 5 s.
+    pub commit_timeout: Duration,
     /// Attempts to commit one transaction (abort and re-send in between) before the instance
     /// goes unhealthy. 3.
     pub max_commit_attempts: u32,
@@ -91,6 +96,7 @@ impl Default for EosConfig {
             max_txn_bytes: 16 << 20,
             transaction_timeout: Duration::from_secs(10),
             commit_deadline: Duration::from_secs(5),
+            commit_timeout: Duration::from_secs(5),
             max_commit_attempts: 3,
             eager_when_idle: false,
         }
@@ -208,6 +214,16 @@ impl EventSourceConfig {
                 e.max_txn_bytes
             ));
         }
+        if e.commit_timeout < Duration::from_millis(100)
+            || (self.guarantee == Guarantee::ExactlyOnce
+                && e.commit_timeout >= e.transaction_timeout)
+        {
+            return bad(format!(
+                "eos.commit_timeout {:?} must be at least 100 ms and below \
+                 eos.transaction_timeout {:?}",
+                e.commit_timeout, e.transaction_timeout
+            ));
+        }
         if e.max_commit_attempts == 0 {
             return bad("eos.max_commit_attempts is 0".into());
         }
@@ -294,6 +310,10 @@ mod tests {
                 "max_commit_attempts",
             ),
             (Box::new(|c| c.worker_queue = 0), "worker_queue"),
+            (
+                Box::new(|c| c.eos.commit_timeout = Duration::from_secs(10)),
+                "commit_timeout",
+            ),
             (Box::new(|c| c.metrics_queue = 0), "metrics_queue"),
             (
                 Box::new(|c| c.metrics_interval = Duration::ZERO),

@@ -71,6 +71,8 @@ pub struct Stats {
     pub restored_records: u64,
     /// Transaction attempts that failed and were re-sent.
     pub retries: u64,
+    /// Commits whose outcome was unknown, resolved by reading the committed offsets (R11).
+    pub outcomes_resolved: u64,
     /// Metrics dropped because the sink's queue was full.
     pub metrics_dropped: u64,
 }
@@ -82,6 +84,7 @@ struct Counters {
     undecodable: AtomicU64,
     restored_records: AtomicU64,
     retries: AtomicU64,
+    outcomes_resolved: AtomicU64,
 }
 
 type Factory<S> = Arc<dyn Fn(i32) -> S + Send + Sync>;
@@ -207,6 +210,7 @@ impl<S: StateStore> EventSourceBuilder<S> {
                 // R8: stable ids, so a restarted instance fences its predecessor at once.
                 pcfg.transactional_id(Some(format!("{}-{}-{slot}", config.group_id, instance_id)));
                 pcfg.transaction_timeout(e.transaction_timeout);
+                pcfg.transaction_end_timeout(e.commit_timeout);
             }
             producers.push(Producer::with_client(client.clone(), pcfg).await?);
         }
@@ -458,6 +462,7 @@ impl<S: StateStore> EventSource<S> {
             committed_events,
             restored_records: c.restored_records.load(Ordering::Relaxed),
             retries: c.retries.load(Ordering::Relaxed),
+            outcomes_resolved: c.outcomes_resolved.load(Ordering::Relaxed),
             metrics_dropped: self.inner.metrics.dropped(),
         }
     }
@@ -1335,6 +1340,10 @@ async fn commit_eos<S>(
                         let tp = TopicPartition::new(inner.config.topic.as_str(), *part);
                         committed.get(&tp).copied().flatten() == Some(*off)
                     });
+                    inner
+                        .counters
+                        .outcomes_resolved
+                        .fetch_add(1, Ordering::Relaxed);
                     inner.metrics.emit(|| Metric::OutcomeResolved {
                         seq,
                         committed: all,

@@ -442,3 +442,125 @@ async fn metrics_reach_the_sink_and_a_slow_sink_only_loses_metrics() {
     run.await.unwrap().unwrap();
     assert!(s.stats().metrics_dropped > 0, "{:?}", s.stats());
 }
+
+/// STREAMS.md §5.2 "Pool retry" (R10, R11): the broker's connections close right after
+/// forwarding an EndTxn, 50 times, while events flow through a pool of 3. Each commit whose
+/// answer was lost is resolved by reading the committed offsets; every event is output exactly
+/// once and per key the counts stay consecutive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_lost_end_txn_answers_are_resolved_without_loss_or_duplicates() {
+    const END_TXN: i16 = 26;
+    const TRIPS: u32 = 50;
+    let cluster = testkit::Cluster::start(testkit::ClusterConfig::with_brokers(1))
+        .await
+        .expect("a private 1-node cluster must start (its connections are cut)");
+    cluster
+        .wait_ready()
+        .await
+        .expect("the private cluster answers");
+    let b = cluster.bootstrap();
+    let proxy = cluster.node(1).expect("node 1").proxy();
+    let (input, output, group) = (unique("trip"), unique("trip-out"), unique("trip-group"));
+    create(&b, &input, 1).await;
+    create(&b, &output, 1).await;
+    let mut cfg = config(&b, &group, &input);
+    cfg.eos.pool_size = 3;
+    cfg.eos.linger = Duration::from_millis(5);
+    // Each lost answer costs an attempt at most; allow for two trips on one transaction.
+    cfg.eos.max_commit_attempts = 5;
+    // A commit whose answer is still missing after 1 s counts as unknown (then R11).
+    cfg.eos.commit_timeout = Duration::from_secs(1);
+    let s = sequencer(cfg, output.clone(), None).await;
+    let run = s.spawn();
+    wait_active(&s, 1).await;
+
+    proxy.trip_after(END_TXN, TRIPS);
+    proxy.cut();
+    let produced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let feeding = Arc::new(AtomicBool::new(true));
+    let feeder = {
+        let (b, input, produced, feeding) =
+            (b.clone(), input.clone(), produced.clone(), feeding.clone());
+        tokio::spawn(async move {
+            let mut cfg = ProducerConfig::default();
+            *cfg.client_mut() = client(&b);
+            let p = Producer::new(cfg).await.unwrap();
+            let mut i = 0u64;
+            while feeding.load(Ordering::SeqCst) {
+                for _ in 0..20 {
+                    let r = ProducerRecord::new(input.as_str())
+                        .key(format!("k{}", i % 8))
+                        .value(i.to_string())
+                        .header("__grt__", "n");
+                    p.send_and_wait(r).await.unwrap();
+                    i += 1;
+                }
+                produced.store(i, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            p.close().await.unwrap();
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while proxy.tripped() < u64::from(TRIPS) {
+        assert!(
+            Instant::now() < deadline,
+            "{} trips so far; {:?}",
+            proxy.tripped(),
+            s.stats()
+        );
+        assert!(
+            !matches!(s.health(), Health::Unhealthy(_)),
+            "{:?}",
+            s.health()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.trip_after(END_TXN, 0);
+    feeding.store(false, Ordering::SeqCst);
+    feeder.await.unwrap();
+    let n = produced.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.stats().committed_events < n {
+        assert!(Instant::now() < deadline, "{n} produced; {:?}", s.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = s.stats();
+    s.stop().await;
+    run.await.unwrap().unwrap();
+    println!(
+        "{n} events, {} trips; {} transactions, {} retries, {} unknown outcomes resolved",
+        proxy.tripped(),
+        stats.transactions,
+        stats.retries,
+        stats.outcomes_resolved
+    );
+    assert!(
+        stats.outcomes_resolved > 0,
+        "no unknown outcome was resolved: {stats:?}"
+    );
+    let out = read_all(&b, &output, 1, n as usize, Duration::from_secs(60)).await;
+    let mut seqs: Vec<u64> = out
+        .iter()
+        .map(|r| text(r).1.split_once(':').unwrap().0.parse().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs.len() as u64, n, "outputs");
+    assert!(
+        seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
+        "every seq exactly once"
+    );
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &out {
+        let (k, v) = text(r);
+        per_key
+            .entry(k)
+            .or_default()
+            .push(v.split_once(':').unwrap().1.parse().unwrap());
+    }
+    for (k, c) in per_key {
+        let expected: Vec<u64> = (1..=c.len() as u64).collect();
+        assert_eq!(c, expected, "{k}: counts consecutive in output order");
+    }
+    cluster.shutdown(Duration::from_secs(10)).await;
+}
