@@ -250,6 +250,7 @@ impl<S: StateStore> EventSourceBuilder<S> {
                 restoring: Mutex::new(BTreeSet::new()),
                 lost_epoch: AtomicU64::new(0),
                 running: AtomicBool::new(false),
+                aborting: AtomicBool::new(false),
                 counters: Counters::default(),
                 metrics: Emitter::new(self.metrics, config_metrics_queue),
             }),
@@ -356,6 +357,8 @@ struct Inner<S> {
     restoring: Mutex<BTreeSet<i32>>,
     lost_epoch: AtomicU64,
     running: AtomicBool,
+    /// Set by [`EventSource::abort`].
+    aborting: AtomicBool,
     counters: Counters,
     metrics: Emitter,
 }
@@ -481,6 +484,17 @@ impl<S: StateStore> EventSource<S> {
         }
     }
 
+    /// Stops at once, without committing: every open transaction is aborted (EndTxn(abort)),
+    /// the group is left, and the events since the last commit are processed again by the
+    /// partitions' next owner. [`EventSource::run`] then returns `Ok` and the health is
+    /// `Stopped`.
+    pub async fn abort(&self) {
+        self.inner.aborting.store(true, Ordering::SeqCst);
+        self.inner.core.lock().unwrap().fail(Error::Stopped);
+        self.inner.wake.notify_one();
+        self.stop().await;
+    }
+
     /// Runs until [`EventSource::stop`], SIGINT or SIGTERM.
     pub async fn run_until_signal(&self) -> Result<()> {
         let me = self.clone();
@@ -577,6 +591,12 @@ impl<S: StateStore> EventSource<S> {
             }
         }
         inner.active.send_replace(BTreeSet::new());
+        let aborted =
+            matches!(failure, Some(Error::Stopped)) && inner.aborting.load(Ordering::SeqCst);
+        if aborted {
+            tracing::info!("aborted: open transactions were aborted");
+            failure = None;
+        }
         match failure {
             None => {
                 inner.health.send_replace(Health::Stopped);
@@ -734,6 +754,20 @@ impl<S: StateStore> RebalanceHooks for Hooks<S> {
             };
             if partitions.is_empty() {
                 inner.update_health();
+                return;
+            }
+            // The changelog has the partition count the source had at build: a partition
+            // beyond it has no changelog partition, and keys would move between partitions.
+            if let Some(tp) = partitions
+                .iter()
+                .find(|tp| tp.partition >= inner.partitions)
+            {
+                inner.core.lock().unwrap().fail(Error::Config(format!(
+                    "the source topic {} now has partition {} but had {} partitions at start \
+                     (as has its changelog {}): grow the changelog to match and restart",
+                    inner.config.topic, tp.partition, inner.partitions, inner.changelog
+                )));
+                inner.wake.notify_one();
                 return;
             }
             // Nothing is fetched until the partition's store is restored (the pause survives

@@ -564,3 +564,88 @@ async fn fifty_lost_end_txn_answers_are_resolved_without_loss_or_duplicates() {
     }
     cluster.shutdown(Duration::from_secs(10)).await;
 }
+
+/// `abort()` ends the open transactions without committing them: `run` returns `Ok`, the health
+/// is `Stopped`, and the next instance processes the aborted events again, so every event is
+/// output exactly once (read_committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_drops_open_transactions_and_the_next_owner_redoes_them() {
+    let b = bootstrap().await;
+    let (input, output, group) = (unique("abort"), unique("abort-out"), unique("abort-group"));
+    create(&b, &input, 1).await;
+    create(&b, &output, 1).await;
+    let mut cfg = config(&b, &group, &input);
+    cfg.eos.commit_deadline = Duration::from_secs(60);
+    // The first instance defers seq 10 and never completes it: its transaction stays open.
+    let held: Arc<Mutex<Vec<streams::Completion>>> = Arc::default();
+    let keep = held.clone();
+    let out = output.clone();
+    let first = EventSource::builder(cfg.clone(), |_| Counts::new(Utf8, BigEndian))
+        .on(
+            "n",
+            seq,
+            move |ctx: &mut EventContext<'_, Counts>, seq: u64| {
+                if seq == 10 {
+                    keep.lock().unwrap().push(ctx.defer());
+                    return Outcome::Incomplete;
+                }
+                let n = ctx.get(&"k".to_string()).copied().unwrap_or(0) + 1;
+                ctx.put("k".to_string(), n);
+                ctx.forward(
+                    ProducerRecord::new(out.as_str())
+                        .key("k")
+                        .value(format!("{seq}:{n}")),
+                );
+                Outcome::Complete
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let run1 = first.spawn();
+    wait_active(&first, 1).await;
+    let mut pcfg = ProducerConfig::default();
+    *pcfg.client_mut() = client(&b);
+    let p = Producer::new(pcfg).await.unwrap();
+    for i in 0..16u64 {
+        p.send_and_wait(
+            ProducerRecord::new(input.as_str())
+                .key("k")
+                .value(i.to_string())
+                .header("__grt__", "n"),
+        )
+        .await
+        .unwrap();
+    }
+    p.close().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.stats().events < 16 || first.stats().committed_events < 10 {
+        assert!(Instant::now() < deadline, "{:?}", first.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(first.stats().committed_events, 10, "seq 10 holds the rest");
+    first.abort().await;
+    run1.await
+        .unwrap()
+        .expect("an aborted instance ends with Ok");
+    assert!(
+        matches!(first.health(), Health::Stopped),
+        "{:?}",
+        first.health()
+    );
+    drop(held);
+
+    let second = sequencer(cfg, output.clone(), None).await;
+    let run2 = second.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while second.stats().committed_events < 6 {
+        assert!(Instant::now() < deadline, "{:?}", second.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    second.stop().await;
+    run2.await.unwrap().unwrap();
+    let got = read_all(&b, &output, 1, 16, Duration::from_secs(30)).await;
+    let values: Vec<String> = got.iter().map(|r| text(r).1).collect();
+    let expected: Vec<String> = (0..16u64).map(|i| format!("{i}:{}", i + 1)).collect();
+    assert_eq!(values, expected, "each event once, counts consecutive");
+}
