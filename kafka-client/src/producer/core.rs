@@ -34,7 +34,6 @@ use kafka_wire::codec::Uuid;
 use kafka_wire::messages::ProduceResponse;
 use kafka_wire::records::{BatchBuilder, BatchOptions, HEADER_LEN};
 use kafka_wire::{Codec, ErrorCode};
-use tokio::sync::oneshot;
 
 use crate::config::{Acks, ProducerConfig};
 use crate::error::{BrokerError, Error, Result};
@@ -48,31 +47,17 @@ use super::{ProducerRecord, RecordMetadata};
 /// The broker's default `message.max.bytes`: the largest batch, before compression.
 pub const MAX_BATCH_BYTES: usize = 1_000_012;
 
-/// A delivery callback: called once with the record's outcome.
-pub type DeliveryCallback = Box<dyn FnOnce(Result<RecordMetadata>) + Send + 'static>;
-
-/// Callbacks whose records completed, with their outcomes, waiting to be called once the
-/// producer's state is unlocked ([`Core::take_completed`]).
-pub type Completed = Vec<(DeliveryCallback, Result<RecordMetadata>)>;
-
-/// Where the delivery result of one record goes.
-pub enum Reply {
-    /// A [`super::DeliveryFuture`] waits on it.
-    Future(oneshot::Sender<Result<RecordMetadata>>),
-    /// Called (after the core is unlocked) with the outcome.
-    Callback(DeliveryCallback),
+/// Where one record's outcome goes: the driver's type (a future's sender, a callback). The
+/// core hands each completed record's `R` to [`Deliver::deliver`] under its lock; what must
+/// not run there (a user callback) goes to `later`, which the driver drains once the core is
+/// unlocked ([`Core::swap_completed`]).
+pub trait Deliver: Send + Sized + 'static {
+    /// Delivers `result` at once (cheap and non-blocking), or pushes it to `later`.
+    fn deliver(self, result: Result<RecordMetadata>, later: &mut Completed<Self>);
 }
 
-impl Reply {
-    fn complete(self, result: Result<RecordMetadata>, completed: &mut Completed) {
-        match self {
-            Reply::Future(tx) => {
-                let _ = tx.send(result);
-            }
-            Reply::Callback(cb) => completed.push((cb, result)),
-        }
-    }
-}
+/// Completed records whose delivery waits until the core is unlocked, with their outcomes.
+pub type Completed<R> = Vec<(R, Result<RecordMetadata>)>;
 
 /// The settings the core needs, taken from [`ProducerConfig`].
 #[derive(Debug, Clone)]
@@ -152,8 +137,8 @@ pub fn patch_batch(bytes: &Bytes, producer_id: i64, epoch: i16, base_sequence: i
     b.freeze()
 }
 
-struct PendingRecord {
-    reply: Option<Reply>,
+struct PendingRecord<R> {
+    reply: Option<R>,
     timestamp: i64,
 }
 
@@ -165,11 +150,11 @@ enum BatchState {
     InFlight { req: u64 },
 }
 
-struct Batch {
+struct Batch<R> {
     id: u64,
     builder: Option<BatchBuilder>,
     bytes: Option<Bytes>,
-    records: Vec<PendingRecord>,
+    records: Vec<PendingRecord<R>>,
     created: Instant,
     /// Bytes counted against `buffer.memory`.
     reserved: usize,
@@ -183,29 +168,28 @@ struct Batch {
     stamped: Option<(i64, i16, i32)>,
 }
 
-impl Batch {
+impl<R: Deliver> Batch<R> {
     fn count(&self) -> i32 {
         self.records.len() as i32
     }
 
-    fn fail(&mut self, err: &Error, completed: &mut Completed) {
+    fn fail(&mut self, err: &Error, completed: &mut Completed<R>) {
         for r in &mut self.records {
             if let Some(reply) = r.reply.take() {
-                reply.complete(Err(err.clone()), completed);
+                reply.deliver(Err(err.clone()), completed);
             }
         }
     }
 }
 
-#[derive(Default)]
-struct PartitionState {
+struct PartitionState<R> {
     /// The topic's name, shared by every [`RecordMetadata`] of the partition.
     topic: Arc<str>,
     /// Size and record count of the last batch sent: a new batch's buffer and record list
     /// start that large.
     last_batch_len: usize,
     last_batch_records: usize,
-    queue: VecDeque<Batch>,
+    queue: VecDeque<Batch<R>>,
     next_seq: i32,
     last_acked_offset: i64,
     in_flight: usize,
@@ -224,7 +208,25 @@ struct PartitionState {
     hold: bool,
 }
 
-impl PartitionState {
+impl<R> Default for PartitionState<R> {
+    fn default() -> Self {
+        PartitionState {
+            topic: Arc::from(""),
+            last_batch_len: 0,
+            last_batch_records: 0,
+            queue: VecDeque::new(),
+            next_seq: 0,
+            last_acked_offset: 0,
+            in_flight: 0,
+            backoff_until: None,
+            errors: 0,
+            confirmed: false,
+            hold: false,
+        }
+    }
+}
+
+impl<R> PartitionState<R> {
     /// Retry mode: a batch that already has a sequence waits to be resent; nothing new may go
     /// out until every in-flight batch of the partition is answered.
     fn must_drain(&self) -> bool {
@@ -274,11 +276,11 @@ struct InFlightReq {
 }
 
 /// The producer's state machine.
-pub struct Core {
+pub struct Core<R> {
     cfg: CoreConfig,
     partitioner: Partitioner,
     rng: SeededRng,
-    partitions: BTreeMap<TopicPartition, PartitionState>,
+    partitions: BTreeMap<TopicPartition, PartitionState<R>>,
     requests: HashMap<u64, InFlightReq>,
     next_batch_id: u64,
     next_req_id: u64,
@@ -302,7 +304,7 @@ pub struct Core {
     /// whether the batch had a sequence (the epoch must then be bumped).
     failures: Vec<(Error, bool)>,
     /// Callbacks of completed records ([`Core::take_completed`]).
-    completed: Completed,
+    completed: Completed<R>,
     /// Buffers of acknowledged batches, reused for new batches (as Java's buffer pool does):
     /// fresh ones cost an allocation and the kernel's zeroing of new pages per batch. Bounded
     /// by [`MAX_SPARE_BUFFERS`] and by a quarter of `buffer.memory` in total.
@@ -315,8 +317,8 @@ pub struct Core {
 /// At most this many batch buffers are kept for reuse.
 const MAX_SPARE_BUFFERS: usize = 64;
 
-impl Core {
-    pub fn new(cfg: CoreConfig, partitioner: Partitioner, seed: u64) -> Core {
+impl<R: Deliver> Core<R> {
+    pub fn new(cfg: CoreConfig, partitioner: Partitioner, seed: u64) -> Core<R> {
         let producer = if cfg.idempotent { None } else { Some((-1, -1)) };
         Core {
             cfg,
@@ -360,13 +362,13 @@ impl Core {
     /// The delivery callbacks of records completed since the last call, with their outcomes.
     /// The caller calls them once it no longer holds the core (a callback may use the
     /// producer).
-    pub fn take_completed(&mut self) -> Completed {
+    pub fn take_completed(&mut self) -> Completed<R> {
         std::mem::take(&mut self.completed)
     }
 
     /// [`Core::take_completed`] into `out` (empty), which becomes the core's list: the two
     /// lists trade places so that neither is allocated again per response.
-    pub fn swap_completed(&mut self, out: &mut Completed) {
+    pub fn swap_completed(&mut self, out: &mut Completed<R>) {
         std::mem::swap(&mut self.completed, out);
     }
 
@@ -528,27 +530,6 @@ impl Core {
         self.progressed = true;
     }
 
-    /// Appends a record to its partition's open batch (or a new one). `num_partitions` is the
-    /// topic's partition count; `now_ms` the wall clock for a record without a timestamp.
-    #[cfg(test)]
-    pub fn append(
-        &mut self,
-        now: Instant,
-        now_ms: i64,
-        num_partitions: i32,
-        record: ProducerRecord,
-    ) -> std::result::Result<oneshot::Receiver<Result<RecordMetadata>>, AppendError> {
-        let (tx, rx) = oneshot::channel();
-        self.append_with(
-            || now,
-            now_ms,
-            num_partitions,
-            record,
-            &mut Some(Reply::Future(tx)),
-        )?;
-        Ok(rx)
-    }
-
     /// [`Core::append`] with the delivery going to `reply`, which is taken only when the record
     /// was appended (after [`AppendError::Full`] the caller retries with the same one). `now`
     /// is read only when the record opens a batch (a clock read per record is not free).
@@ -558,7 +539,7 @@ impl Core {
         now_ms: i64,
         num_partitions: i32,
         mut record: ProducerRecord,
-        reply: &mut Option<Reply>,
+        reply: &mut Option<R>,
     ) -> std::result::Result<(), AppendError> {
         let timestamp = record.timestamp.unwrap_or(now_ms);
         let headers: Vec<(&str, Option<&[u8]>)> = record
@@ -730,7 +711,7 @@ impl Core {
         Ok(())
     }
 
-    fn batch_ready(&self, b: &Batch, now: Instant, behind: bool) -> bool {
+    fn batch_ready(&self, b: &Batch<R>, now: Instant, behind: bool) -> bool {
         b.bytes.is_some()
             || b.full
             || behind
@@ -955,7 +936,7 @@ impl Core {
         std::mem::take(&mut self.progressed)
     }
 
-    fn remove_batch(&mut self, tp: &TopicPartition, id: u64) -> Option<Batch> {
+    fn remove_batch(&mut self, tp: &TopicPartition, id: u64) -> Option<Batch<R>> {
         let part = self.partitions.get_mut(tp)?;
         let i = part.queue.iter().position(|b| b.id == id)?;
         let b = part.queue.remove(i)?;
@@ -989,7 +970,7 @@ impl Core {
         }
         for (i, r) in b.records.iter_mut().enumerate() {
             if let Some(reply) = r.reply.take() {
-                reply.complete(
+                reply.deliver(
                     Ok(RecordMetadata {
                         topic: topic.clone(),
                         partition: tp.partition,
@@ -1309,3 +1290,27 @@ impl Core {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+impl Core<crate::producer::Reply> {
+    /// Appends a record to its partition's open batch (or a new one). `num_partitions` is the
+    /// topic's partition count; `now_ms` the wall clock for a record without a timestamp.
+    pub fn append(
+        &mut self,
+        now: Instant,
+        now_ms: i64,
+        num_partitions: i32,
+        record: ProducerRecord,
+    ) -> std::result::Result<tokio::sync::oneshot::Receiver<Result<RecordMetadata>>, AppendError>
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.append_with(
+            || now,
+            now_ms,
+            num_partitions,
+            record,
+            &mut Some(crate::producer::Reply::Future(tx)),
+        )?;
+        Ok(rx)
+    }
+}

@@ -52,7 +52,32 @@ use crate::partitioner::Partitioner;
 use crate::rng::{OsRandom, RandomSource};
 use crate::types::Header;
 
-use self::core::{AppendError, Completed, Core, CoreConfig, DeliveryCallback, Reply, Transmit};
+use self::core::{AppendError, CoreConfig, Deliver, Transmit};
+
+/// A delivery callback: called once with the record's outcome.
+pub(crate) type DeliveryCallback = Box<dyn FnOnce(Result<RecordMetadata>) + Send + 'static>;
+
+/// Where the delivery result of one record goes.
+pub(crate) enum Reply {
+    /// A [`DeliveryFuture`] waits on it (completed under the core's lock: a oneshot send).
+    Future(tokio::sync::oneshot::Sender<Result<RecordMetadata>>),
+    /// Called once the core is unlocked.
+    Callback(DeliveryCallback),
+}
+
+impl Deliver for Reply {
+    fn deliver(self, result: Result<RecordMetadata>, later: &mut Completed) {
+        match self {
+            Reply::Future(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Callback(cb) => later.push((Reply::Callback(cb), result)),
+        }
+    }
+}
+
+type Core = self::core::Core<Reply>;
+type Completed = self::core::Completed<Reply>;
 
 /// A record to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,8 +233,15 @@ impl Shared {
     }
 }
 
-fn run_callbacks(done: impl IntoIterator<Item = (DeliveryCallback, Result<RecordMetadata>)>) {
-    for (callback, result) in done {
+fn run_callbacks(done: impl IntoIterator<Item = (Reply, Result<RecordMetadata>)>) {
+    for (reply, result) in done {
+        let callback = match reply {
+            Reply::Callback(cb) => cb,
+            Reply::Future(tx) => {
+                let _ = tx.send(result);
+                continue;
+            }
+        };
         // A panicking callback must not take the producer's task (and every other record's
         // delivery) with it.
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || callback(result))).is_err()

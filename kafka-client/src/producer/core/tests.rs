@@ -6,8 +6,13 @@ use std::sync::Arc;
 use kafka_wire::messages::produce::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_wire::records::RecordBatch;
 
+use tokio::sync::oneshot;
+
 use super::*;
 use crate::metadata::{BrokerInfo, PartitionMetadata, TopicMetadata};
+use crate::producer::{DeliveryCallback, Reply};
+
+type Core = super::Core<Reply>;
 
 type Rx = oneshot::Receiver<Result<RecordMetadata>>;
 
@@ -939,9 +944,7 @@ fn callbacks_are_handed_out_to_run_after_the_core_is_released() {
     let mut done = Vec::new();
     c.swap_completed(&mut done);
     assert_eq!(done.len(), 3);
-    for (cb, res) in done.drain(..) {
-        cb(res);
-    }
+    crate::producer::run_callbacks(done.drain(..));
     let got = std::mem::take(&mut *out.lock().unwrap());
     let offsets: Vec<(String, i32, i64)> = got
         .into_iter()
@@ -974,9 +977,7 @@ fn failed_records_report_through_their_callbacks() {
     assert!(matches!(got(&mut rx), Some(Err(Error::Closed))));
     let done = c.take_completed();
     assert_eq!(done.len(), 1);
-    for (cb, res) in done {
-        cb(res);
-    }
+    crate::producer::run_callbacks(done);
     let got = out.lock().unwrap();
     assert!(matches!(got.as_slice(), [Err(Error::Closed)]));
 }
