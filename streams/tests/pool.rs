@@ -649,3 +649,189 @@ async fn abort_drops_open_transactions_and_the_next_owner_redoes_them() {
     let expected: Vec<String> = (0..16u64).map(|i| format!("{i}:{}", i + 1)).collect();
     assert_eq!(values, expected, "each event once, counts consecutive");
 }
+
+/// What happened, in one global order: (instance, partition, what).
+type HookLog = Arc<Mutex<Vec<(u8, i32, &'static str)>>>;
+
+/// A [`Counts`] store that logs its creation (assignment) and its `revoked()`.
+struct Probe {
+    inner: Counts,
+    me: u8,
+    partition: i32,
+    log: HookLog,
+}
+
+impl streams::store::StateStore for Probe {
+    fn apply(
+        &mut self,
+        record: &streams::store::ChangelogRecord<'_>,
+    ) -> Result<(), streams::store::StoreError> {
+        self.inner.apply(record)
+    }
+
+    fn revoked(&mut self) {
+        self.log
+            .lock()
+            .unwrap()
+            .push((self.me, self.partition, "revoked"));
+    }
+}
+
+impl streams::store::KvStore for Probe {
+    type Key = String;
+    type Value = u64;
+    fn get(&self, key: &String) -> Option<&u64> {
+        self.inner.get(key)
+    }
+    fn put(&mut self, key: String, value: u64) -> streams::store::ChangelogEntry {
+        self.inner.put(key, value)
+    }
+    fn delete(&mut self, key: &String) -> streams::store::ChangelogEntry {
+        self.inner.delete(key)
+    }
+}
+
+async fn slow_probe(
+    config: EventSourceConfig,
+    out: String,
+    me: u8,
+    log: HookLog,
+) -> EventSource<Probe> {
+    let factory_log = log.clone();
+    EventSource::builder(config, move |p| {
+        factory_log.lock().unwrap().push((me, p, "assigned"));
+        Probe {
+            inner: Counts::new(Utf8, BigEndian),
+            me,
+            partition: p,
+            log: factory_log.clone(),
+        }
+    })
+    .on(
+        "n",
+        seq,
+        move |ctx: &mut EventContext<'_, Probe>, seq: u64| {
+            log.lock().unwrap().push((me, ctx.partition(), "handled"));
+            // 0-3 ms of work.
+            std::thread::sleep(Duration::from_micros(seq * 7919 % 3000));
+            let key = String::from_utf8_lossy(ctx.record().key.as_deref().unwrap_or_default())
+                .into_owned();
+            let n = ctx.get(&key).copied().unwrap_or(0) + 1;
+            ctx.put(key.clone(), n);
+            ctx.forward(
+                ProducerRecord::new(out.as_str())
+                    .key(key)
+                    .value(format!("{seq}:{n}")),
+            );
+            Outcome::Complete
+        },
+    )
+    .build()
+    .await
+    .unwrap()
+}
+
+/// STREAMS.md §5.2 "Revoke drain" (GKES's D4, D5): 1000 events queued per partition, handlers
+/// taking 0-3 ms, and a second member joining mid-run. No instance handles an event of a
+/// partition after that partition's `revoked()` (until it is assigned again), and the new owner
+/// continues from the committed state: every event is output once and per key the counts are
+/// consecutive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn a_member_joining_mid_run_takes_over_from_committed_state() {
+    const P: i32 = 4;
+    const PER: u64 = 1000;
+    let b = bootstrap().await;
+    let (input, output, group) = (unique("drain"), unique("drain-out"), unique("drain-group"));
+    create(&b, &input, P).await;
+    create(&b, &output, P).await;
+    let mut pcfg = ProducerConfig::default();
+    *pcfg.client_mut() = client(&b);
+    let p = Producer::new(pcfg).await.unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..PER * P as u64 {
+        let r = ProducerRecord::new(input.as_str())
+            .partition((i % P as u64) as i32)
+            .key(format!("k{}", i % 16))
+            .value(i.to_string())
+            .header("__grt__", "n");
+        deliveries.push(p.send(r).await.unwrap());
+    }
+    p.flush().await.unwrap();
+    for d in deliveries {
+        d.await.unwrap();
+    }
+    p.close().await.unwrap();
+
+    let log: HookLog = Arc::default();
+    let cfg = config(&b, &group, &input);
+    let a = slow_probe(cfg.clone(), output.clone(), 1, log.clone()).await;
+    let run_a = a.spawn();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let bsrc = slow_probe(cfg, output.clone(), 2, log.clone()).await;
+    let run_b = bsrc.spawn();
+    let total = PER * P as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while a.stats().committed_events + bsrc.stats().committed_events < total {
+        assert!(
+            Instant::now() < deadline,
+            "{:?} {:?}",
+            a.stats(),
+            bsrc.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (sa, sb) = (a.stats(), bsrc.stats());
+    a.stop().await;
+    bsrc.stop().await;
+    run_a.await.unwrap().unwrap();
+    run_b.await.unwrap().unwrap();
+    println!(
+        "instance 1 committed {} events, instance 2 {}",
+        sa.committed_events, sb.committed_events
+    );
+    assert!(sb.committed_events > 0, "the joiner took partitions over");
+
+    // Per (instance, partition): handled only between an assignment and its revoke.
+    let log = log.lock().unwrap().clone();
+    let mut owned: BTreeMap<(u8, i32), bool> = BTreeMap::new();
+    for (me, p, what) in &log {
+        let o = owned.entry((*me, *p)).or_insert(false);
+        match *what {
+            "assigned" => *o = true,
+            "revoked" => *o = false,
+            _ => assert!(
+                *o,
+                "instance {me} handled partition {p} while not owning it"
+            ),
+        }
+    }
+    assert!(
+        log.iter().any(|(me, _, w)| *me == 1 && *w == "revoked"),
+        "instance 1 gave partitions up"
+    );
+
+    let out = read_all(&b, &output, P, total as usize, Duration::from_secs(60)).await;
+    let mut seqs: Vec<u64> = out
+        .iter()
+        .map(|r| text(r).1.split_once(':').unwrap().0.parse().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs.len() as u64, total, "outputs");
+    assert!(
+        seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
+        "every seq exactly once"
+    );
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &out {
+        let (k, v) = text(r);
+        per_key
+            .entry(k)
+            .or_default()
+            .push(v.split_once(':').unwrap().1.parse().unwrap());
+    }
+    // Each key lives on one partition, read in offset order: counts consecutive as read.
+    for (k, c) in per_key {
+        let expected: Vec<u64> = (1..=c.len() as u64).collect();
+        assert_eq!(c, expected, "{k}: counts consecutive in offset order");
+    }
+}
