@@ -49,10 +49,17 @@ pub enum Error {
     },
     /// Events of a closed transaction did not complete within `eos.commit_deadline` (a handler
     /// that returned `Incomplete` never completed, or too slowly).
-    #[error("{incomplete} event(s) of transaction {seq} did not complete within {deadline:?}")]
+    #[error(
+        "{incomplete} event(s) of transaction {seq} did not complete within {deadline:?} \
+         (the oldest: partition {partition} offset {offset})"
+    )]
     SlowEvents {
         /// The transaction's sequence number.
         seq: u64,
+        /// The oldest incomplete event's input partition.
+        partition: i32,
+        /// Its offset.
+        offset: i64,
         /// Events still incomplete.
         incomplete: usize,
         /// `eos.commit_deadline`.

@@ -133,7 +133,8 @@ struct Txn {
     first_at: Option<Instant>,
     closed_at: Option<Instant>,
     events: u64,
-    incomplete: BTreeSet<u64>,
+    /// Event number → its (input partition, offset), until complete.
+    incomplete: BTreeMap<u64, (i32, i64)>,
     /// Input partition → next offset (max attached offset + 1).
     offsets: BTreeMap<i32, i64>,
     /// Input partition → its events' records, in completion order.
@@ -155,7 +156,7 @@ impl Txn {
             first_at: None,
             closed_at: None,
             events: 0,
-            incomplete: BTreeSet::new(),
+            incomplete: BTreeMap::new(),
             offsets: BTreeMap::new(),
             records: BTreeMap::new(),
             sent: BTreeMap::new(),
@@ -261,7 +262,7 @@ impl PoolCore {
         let id = self.next_id;
         self.next_id += 1;
         t.events += 1;
-        t.incomplete.insert(id);
+        t.incomplete.insert(id, (partition, offset));
         t.first_at.get_or_insert(now);
         let next = offset.saturating_add(1);
         let e = t.offsets.entry(partition).or_insert(next);
@@ -280,7 +281,7 @@ impl PoolCore {
         let Some(t) = self.txns.iter_mut().find(|t| t.seq == event.seq) else {
             return;
         };
-        if !t.incomplete.remove(&event.id) {
+        if t.incomplete.remove(&event.id).is_none() {
             return;
         }
         match result {
@@ -297,7 +298,7 @@ impl PoolCore {
     /// until its completion).
     pub(crate) fn add_records(&mut self, event: EventId, records: Vec<ProducerRecord>) {
         if let Some(t) = self.txns.iter_mut().find(|t| t.seq == event.seq) {
-            if t.incomplete.contains(&event.id) {
+            if t.incomplete.contains_key(&event.id) {
                 t.add(event.partition, records);
             }
         }
@@ -421,8 +422,11 @@ impl PoolCore {
                 && t.closed_at.is_some_and(|c| now >= c + deadline)
                 && self.failed.is_none()
             {
+                let (partition, offset) = t.incomplete.values().next().copied().unwrap_or((-1, -1));
                 self.failed = Some(Error::SlowEvents {
                     seq: t.seq,
+                    partition,
+                    offset,
                     incomplete: t.incomplete.len(),
                     deadline,
                 });

@@ -197,7 +197,12 @@ fn an_event_incomplete_past_the_commit_deadline_fails_the_core() {
     c.handle_timeout(t1 + Duration::from_secs(5));
     assert!(matches!(
         c.poll_action(t1),
-        Some(Action::Fail(Error::SlowEvents { incomplete: 1, .. }))
+        Some(Action::Fail(Error::SlowEvents {
+            incomplete: 1,
+            partition: 0,
+            offset: 0,
+            ..
+        }))
     ));
 }
 
