@@ -758,14 +758,21 @@ impl<S: StateStore> RebalanceHooks for Hooks<S> {
             }
             // The changelog has the partition count the source had at build: a partition
             // beyond it has no changelog partition, and keys would move between partitions.
-            if let Some(tp) = partitions
+            if let Some(max) = partitions
                 .iter()
-                .find(|tp| tp.partition >= inner.partitions)
+                .map(|tp| tp.partition)
+                .filter(|p| *p >= inner.partitions)
+                .max()
             {
                 inner.core.lock().unwrap().fail(Error::Config(format!(
-                    "the source topic {} now has partition {} but had {} partitions at start \
-                     (as has its changelog {}): grow the changelog to match and restart",
-                    inner.config.topic, tp.partition, inner.partitions, inner.changelog
+                    "the source topic {} grew from {} to at least {} partitions (partition {max} \
+                     was assigned), but its changelog {} has {}: grow the changelog to match and \
+                     restart",
+                    inner.config.topic,
+                    inner.partitions,
+                    max + 1,
+                    inner.changelog,
+                    inner.partitions
                 )));
                 inner.wake.notify_one();
                 return;
@@ -1107,7 +1114,10 @@ async fn restore<S: StateStore>(
             if stop.load(Ordering::SeqCst) {
                 return Ok(None);
             }
-            let batch = rc.poll(Duration::from_millis(500)).await?;
+            // A short wait: a poll whose records were all aborted data returns nothing, and
+            // the position moved anyway (a changelog ending in aborted data must not cost a
+            // long wait per fetch).
+            let batch = rc.poll(Duration::from_millis(50)).await?;
             let position = rc.position(&ctp).unwrap_or(earliest);
             let mut records = Vec::with_capacity(batch.len());
             for r in &batch {

@@ -13,8 +13,8 @@
 //! whose last offset is a control record; one undecodable value (Unhealthy, never skipped); the
 //! owner process killed with SIGKILL mid-stream and a new instance restoring (the test binary runs
 //! itself as the owner); a replication factor below 3 is warned; source partitions growing at
-//! runtime (ignored: not detected yet). The changelog partition-count mismatch at `build()` is
-//! `tests/it.rs`'s `a_changelog_with_another_partition_count_is_refused`.
+//! runtime make the instance unhealthy, naming both counts. The changelog partition-count
+//! mismatch at `build()` is `tests/it.rs`'s `a_changelog_with_another_partition_count_is_refused`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1124,9 +1124,6 @@ async fn a_changelog_with_fewer_than_three_replicas_is_warned_about() {
 /// the instance must go Unhealthy. Metadata is refreshed every second here so the consumer sees
 /// the third partition at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "not detected yet (STREAMS.md §1.4): the new partition's restore waits on a changelog \
-            partition that does not exist (health Restoring) until list_offsets gives up after \
-            about 30 s with UNKNOWN_TOPIC_OR_PARTITION; nothing names the growth"]
 async fn source_partitions_growing_at_runtime_make_the_source_unhealthy() {
     let b = bootstrap().await;
     let (input, group) = (unique("grow-src"), unique("grow-group"));
