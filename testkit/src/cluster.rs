@@ -36,6 +36,12 @@ pub struct ClusterConfig {
     pub broker_properties: Vec<(String, String)>,
     /// Extra listeners (a hook for later SASL/SSL work).
     pub extra_listeners: Vec<ExtraListener>,
+    /// Extra `PLAINTEXT` listeners, each behind a fault proxy of its own on every node and
+    /// advertised at that proxy: a client bootstrapped with [`Cluster::listener_bootstrap`]
+    /// reaches every node through them only, so a test can cut, delay or black-hole that one
+    /// client (one process of several, say) with [`Node::listener_proxy`] and leave the others
+    /// alone. Names as for [`ExtraListener`].
+    pub proxied_listeners: Vec<String>,
     /// JVM options; `None` means [`default_jvm_opts`].
     pub jvm_opts: Option<Vec<String>>,
     /// Folder under which the run directory is created; `None` means `$KAFKA_RS_RUNS` or
@@ -55,6 +61,7 @@ impl Default for ClusterConfig {
             kafka_version: None,
             broker_properties: Vec::new(),
             extra_listeners: Vec::new(),
+            proxied_listeners: Vec::new(),
             jvm_opts: None,
             runs_dir: None,
             start_timeout: Duration::from_secs(120),
@@ -75,6 +82,12 @@ impl ClusterConfig {
     /// Adds (or overrides) a broker property.
     pub fn property(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.broker_properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds a listener behind its own fault proxies (see [`ClusterConfig::proxied_listeners`]).
+    pub fn proxied_listener(&mut self, name: impl Into<String>) -> &mut Self {
+        self.proxied_listeners.push(name.into());
         self
     }
 }
@@ -162,6 +175,8 @@ pub struct Node {
     controller_port: u16,
     extra_ports: Vec<(String, u16)>,
     proxy: FaultProxy,
+    /// The proxied listeners: name, broker port, proxy.
+    listener_proxies: Vec<(String, u16, FaultProxy)>,
     launch: Arc<Launch>,
     proc: Mutex<Option<Proc>>,
     state: Mutex<NodeState>,
@@ -346,17 +361,23 @@ impl Cluster {
         if n == 0 {
             return Err(Error::Config("a cluster needs at least one broker".into()));
         }
-        for l in &config.extra_listeners {
-            let ok = !l.name.is_empty()
-                && l.name
+        let names = config
+            .extra_listeners
+            .iter()
+            .map(|l| &l.name)
+            .chain(&config.proxied_listeners);
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            let ok = !name.is_empty()
+                && name
                     .chars()
                     .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-                && !["CLIENT", "INTERNAL", "CONTROLLER"].contains(&l.name.as_str());
+                && !["CLIENT", "INTERNAL", "CONTROLLER"].contains(&name.as_str());
             if !ok {
-                return Err(Error::Config(format!(
-                    "bad extra listener name {:?}",
-                    l.name
-                )));
+                return Err(Error::Config(format!("bad extra listener name {name:?}")));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(Error::Config(format!("listener {name:?} named twice")));
             }
         }
         let java = find_java()?;
@@ -394,6 +415,8 @@ impl Cluster {
             controller: StdListener,
             proxy: StdListener,
             extra: Vec<StdListener>,
+            /// Per proxied listener: the broker's port and its proxy's.
+            proxied: Vec<(StdListener, StdListener)>,
         }
         let mut ports = Vec::with_capacity(n);
         for _ in 0..n {
@@ -406,6 +429,11 @@ impl Cluster {
                     .extra_listeners
                     .iter()
                     .map(|_| free_listener())
+                    .collect::<Result<_>>()?,
+                proxied: config
+                    .proxied_listeners
+                    .iter()
+                    .map(|_| Ok((free_listener()?, free_listener()?)))
                     .collect::<Result<_>>()?,
             });
         }
@@ -447,6 +475,14 @@ impl Cluster {
                 listeners.push_str(&format!(",{}://127.0.0.1:{port}", l.name));
                 advertised.push_str(&format!(",{}://127.0.0.1:{port}", l.name));
                 protocols.push_str(&format!(",{}:{}", l.name, l.security_protocol));
+            }
+            let mut proxied_ports = Vec::new();
+            for (name, (broker, proxy)) in config.proxied_listeners.iter().zip(&p.proxied) {
+                let (broker_port, proxy_port) = (port_of(broker)?, port_of(proxy)?);
+                listeners.push_str(&format!(",{name}://127.0.0.1:{broker_port}"));
+                advertised.push_str(&format!(",{name}://127.0.0.1:{proxy_port}"));
+                protocols.push_str(&format!(",{name}:PLAINTEXT"));
+                proxied_ports.push((name.clone(), broker_port));
             }
             let mut props: Vec<(String, String)> = vec![
                 ("process.roles".into(), "broker,controller".into()),
@@ -502,6 +538,14 @@ impl Cluster {
             let upstream: SocketAddr = SocketAddr::from(([127, 0, 0, 1], client_port));
             let proxy = FaultProxy::start(p.proxy, upstream, &rt)
                 .map_err(io_ctx("starting a fault proxy"))?;
+            let mut listener_proxies = Vec::new();
+            for ((name, broker_port), (broker, proxy)) in proxied_ports.into_iter().zip(p.proxied) {
+                drop(broker);
+                let upstream = SocketAddr::from(([127, 0, 0, 1], broker_port));
+                let proxy = FaultProxy::start(proxy, upstream, &rt)
+                    .map_err(io_ctx("starting a listener's fault proxy"))?;
+                listener_proxies.push((name, broker_port, proxy));
+            }
             pending.push(Node {
                 id,
                 dir,
@@ -510,6 +554,7 @@ impl Cluster {
                 controller_port,
                 extra_ports,
                 proxy,
+                listener_proxies,
                 launch: launch.clone(),
                 proc: Mutex::new(None),
                 state: Mutex::new(NodeState::Stopped),
@@ -648,6 +693,17 @@ impl Cluster {
             .join(",")
     }
 
+    /// `host:port,...` of every node's proxy for the proxied listener `name` (see
+    /// [`ClusterConfig::proxied_listeners`]); `None` if there is no such listener.
+    pub fn listener_bootstrap(&self, name: &str) -> Option<String> {
+        let addrs: Option<Vec<String>> = self
+            .nodes
+            .iter()
+            .map(|n| n.listener_proxy(name).map(|p| p.addr().to_string()))
+            .collect();
+        addrs.map(|a| a.join(","))
+    }
+
     /// Node `i`, numbered from 1.
     pub fn node(&self, i: usize) -> Option<&Node> {
         i.checked_sub(1).and_then(|i| self.nodes.get(i))
@@ -668,10 +724,14 @@ impl Cluster {
         &self.cluster_id
     }
 
-    /// Heals every proxy (no latency, no black hole, no rejection).
+    /// Heals every proxy, those of proxied listeners too (no latency, no black hole, no
+    /// rejection).
     pub fn heal_all(&self) {
         for n in &self.nodes {
             n.proxy().heal();
+            for (_, _, p) in &n.listener_proxies {
+                p.handle().heal();
+            }
         }
     }
 
@@ -739,17 +799,33 @@ impl Node {
         self.controller_port
     }
 
-    /// The port of an extra listener, by name.
+    /// The port of an extra listener, by name (for a proxied listener: the broker's own port,
+    /// behind the proxy).
     pub fn listener_port(&self, name: &str) -> Option<u16> {
         self.extra_ports
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, p)| *p)
+            .or_else(|| {
+                self.listener_proxies
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, port, _)| *port)
+            })
     }
 
     /// The node's fault proxy.
     pub fn proxy(&self) -> ProxyHandle {
         self.proxy.handle()
+    }
+
+    /// The fault proxy of the proxied listener `name` on this node (see
+    /// [`ClusterConfig::proxied_listeners`]).
+    pub fn listener_proxy(&self, name: &str) -> Option<ProxyHandle> {
+        self.listener_proxies
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, p)| p.handle())
     }
 
     /// The node's directory (`server.properties`, `server.log`, `stdout.log`, `data/`).

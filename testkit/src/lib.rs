@@ -35,6 +35,9 @@
 //!   defaults); `auto.create.topics.enable=false` (create topics explicitly; override with
 //!   [`ClusterConfig::broker_properties`]); `offsets.topic.num.partitions=6`,
 //!   `transaction.state.log.num.partitions=6`, `group.initial.rebalance.delay.ms=0`.
+//! * [`ClusterConfig::proxied_listeners`] adds listeners that sit behind fault proxies of their
+//!   own ([`Node::listener_proxy`], bootstrap with [`Cluster::listener_bootstrap`]), so one
+//!   client among several can be cut off alone.
 //! * Every JVM runs under a tiny `sh` watchdog whose stdin is a pipe held by this process: when
 //!   this process dies, even by SIGKILL, the pipe reaches EOF and the watchdog SIGKILLs the JVM.
 //! * Run directories live under `$KAFKA_RS_RUNS` or `<temp>/kafka-rs-testkit`; each node keeps
