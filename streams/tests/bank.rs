@@ -3,24 +3,11 @@
 //! SIGKILLs one midway and restarts it, and checks BANK.md's oracles (a), (b) and (g). It must
 //! exit 0 and report every oracle ok.
 
-use std::path::PathBuf;
+mod support;
+
 use std::process::Command;
 
-/// `target/<profile>/examples/bank`, built by `cargo test` next to this test's binary.
-fn bank_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps/<test>");
-    let bin = profile_dir.join("examples").join("bank");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo test builds the examples of the streams package",
-        bin.display()
-    );
-    bin
-}
+use support::bank_binary;
 
 #[test]
 fn the_bank_demo_passes_every_oracle_through_a_kill_and_restart() {
@@ -42,98 +29,27 @@ fn the_bank_demo_passes_every_oracle_through_a_kill_and_restart() {
 }
 
 mod sigterm {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-    use super::bank_binary;
+    use super::support::{bank, Proc};
 
-    /// A `bank run` process whose stderr lines are collected.
-    struct Run {
-        child: Child,
-        lines: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl Run {
-        fn start(args: &[&str]) -> Run {
-            let mut child = Command::new(bank_binary())
-                .arg("run")
-                .args(args)
-                .stderr(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("bank run starts");
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let sink = lines.clone();
-            let stderr = child.stderr.take().expect("stderr");
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            Run { child, lines }
-        }
-
-        fn wait_line(&self, line: &str, limit: Duration) {
-            let deadline = Instant::now() + limit;
-            while !self.lines.lock().unwrap().iter().any(|l| l == line) {
-                assert!(
-                    Instant::now() < deadline,
-                    "no {line:?} within {limit:?}: {:?}",
-                    self.lines.lock().unwrap()
-                );
-                std::thread::sleep(Duration::from_millis(50));
+    /// Waits for the exit, at most `limit`; returns the exit code and the time taken.
+    fn wait(run: &mut Proc, limit: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = run.exited() {
+                let took = started.elapsed();
+                // Let the last lines of its stderr be read.
+                run.wait_exit(Duration::from_secs(1));
+                return (status.code(), took);
             }
+            assert!(
+                started.elapsed() <= limit,
+                "bank run did not exit within {limit:?}: {:?}",
+                run.stderr_lines()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
-
-        fn sigterm(&self) {
-            let ok = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status()
-                .expect("kill runs")
-                .success();
-            assert!(ok);
-        }
-
-        /// Waits for the exit, at most `limit`; returns the exit code and the time taken.
-        fn wait(&mut self, limit: Duration) -> (Option<i32>, Duration) {
-            let started = Instant::now();
-            loop {
-                if let Some(status) = self.child.try_wait().expect("try_wait") {
-                    return (status.code(), started.elapsed());
-                }
-                if started.elapsed() > limit {
-                    let _ = self.child.kill();
-                    panic!(
-                        "bank run did not exit within {limit:?}: {:?}",
-                        self.lines.lock().unwrap()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    impl Drop for Run {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn bank(args: &[&str]) -> String {
-        let out = Command::new(bank_binary())
-            .args(args)
-            .output()
-            .expect("bank runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "bank {args:?} failed:\n{text}");
-        text
     }
 
     /// SIGTERM in the middle of the load: `bank run` commits what it has, leaves the group and
@@ -178,7 +94,7 @@ mod sigterm {
             "--group",
             &group,
         ];
-        let mut first = Run::start(&[&common[..], &["--instance-id", "one"]].concat());
+        let mut first = Proc::run(&[&common[..], &["--instance-id", "one"]].concat());
         first.wait_line("active=6", Duration::from_secs(60));
         let load = {
             let args: Vec<String> = [
@@ -201,19 +117,19 @@ mod sigterm {
             })
         };
         std::thread::sleep(Duration::from_millis(1500));
-        first.sigterm();
-        let (code, took) = first.wait(Duration::from_secs(30));
+        assert!(first.signal("TERM"));
+        let (code, took) = wait(&mut first, Duration::from_secs(30));
         println!("bank run exited {code:?} {took:?} after SIGTERM");
-        assert_eq!(code, Some(0), "{:?}", first.lines.lock().unwrap());
+        assert_eq!(code, Some(0), "{:?}", first.stderr_lines());
         assert!(took < Duration::from_secs(5), "exit took {took:?}");
-        let stopped = first.lines.lock().unwrap().clone();
+        let stopped = first.stderr_lines();
         assert!(
             stopped.iter().any(|l| l.starts_with("bank run: stopped:")),
             "{stopped:?}"
         );
         load.join().expect("load");
 
-        let mut second = Run::start(&[&common[..], &["--instance-id", "two"]].concat());
+        let mut second = Proc::run(&[&common[..], &["--instance-id", "two"]].concat());
         second.wait_line("active=6", Duration::from_secs(60));
         let report = bank(&[
             "check",
@@ -235,8 +151,8 @@ mod sigterm {
             "2",
         ]);
         println!("{report}");
-        second.sigterm();
-        assert_eq!(second.wait(Duration::from_secs(30)).0, Some(0));
+        assert!(second.signal("TERM"));
+        assert_eq!(wait(&mut second, Duration::from_secs(30)).0, Some(0));
         for oracle in ["oracle a: ok", "oracle b: ok", "oracle g: ok"] {
             assert!(report.contains(oracle), "{report}");
         }
