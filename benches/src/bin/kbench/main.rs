@@ -5,15 +5,21 @@
 //! kbench produce|consume|e2e [--client ours] [--records N --size S --partitions P ...]
 //! kbench compare --workload produce-1k|produce-100b|consume|consume-group|e2e [--runs N] ...
 //! kbench peers                      build every peer and say which are available
+//! kbench streams [--clients ours,gkes,kafka-streams] [--failover | --max-rate] ...
+//! kbench streams-restore             restore rate of a fresh event source (MemStore)
 //! ```
 //! Without `--bootstrap HOST:PORT` a one-broker Apache Kafka is started on loopback (testkit,
 //! JVM throughput profile) and stopped at the end. See docs/benchmarks.md.
 #![forbid(unsafe_code)]
 
+mod bank;
+mod cpu;
 mod ours;
 mod report;
+mod restore;
 mod runner;
 mod spec;
+mod streams;
 mod target;
 mod txn;
 mod worker;
@@ -67,6 +73,12 @@ enum Cmd {
     /// Consume-transform-produce (our client): transactions at several commit intervals
     /// against the same loop at least once; throughput, end-to-end and commit latency.
     Txn(TxnArgs),
+    /// BANK.md's bank workload for streams implementations (ours and its variants, GKES,
+    /// Kafka Streams), each as processor processes: e2e latency, throughput, CPU, the oracles;
+    /// `--failover` (kill -9 and restart of one of two instances) and `--max-rate` modes.
+    Streams(streams::StreamsArgs),
+    /// Restore rate of a fresh streams event source from a filled changelog (MemStore).
+    StreamsRestore(restore::RestoreArgs),
     /// Build every peer and report which are available.
     Peers {
         #[arg(long)]
@@ -331,6 +343,14 @@ fn main() -> ExitCode {
             Cmd::Txn(a) => {
                 init_worker_logging();
                 txn_bench(a).await
+            }
+            Cmd::Streams(a) => {
+                init_worker_logging();
+                streams::run(a).await
+            }
+            Cmd::StreamsRestore(a) => {
+                init_worker_logging();
+                restore::run(a).await
             }
             Cmd::Peers { quiet } => peers(quiet).await,
         }

@@ -61,6 +61,10 @@ pub struct Paths {
     pub peers: PathBuf,
     /// Build outputs of the peers: `<cargo target dir>/kbench-peers`.
     pub out: PathBuf,
+    /// The cargo target dir (where `cargo build --release` puts the workspace's binaries).
+    pub target: PathBuf,
+    /// The workspace's `Cargo.toml`.
+    pub workspace_manifest: PathBuf,
 }
 
 impl Paths {
@@ -80,6 +84,8 @@ impl Paths {
         Paths {
             peers: benches.join("peers"),
             out: target.join("kbench-peers"),
+            workspace_manifest: benches.join("..").join("Cargo.toml"),
+            target,
         }
     }
 }
@@ -186,12 +192,12 @@ pub async fn prepare(kind: ClientKind, paths: &Paths, quiet: bool) -> Result<Lau
     }
 }
 
-fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+pub(crate) fn mtime(p: &Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(p).ok()?.modified().ok()
 }
 
 /// Runs a build command, its output into `log`; on failure the error quotes the log's tail.
-async fn build(mut cmd: Command, log: &Path) -> Result<()> {
+pub(crate) async fn build(mut cmd: Command, log: &Path) -> Result<()> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let file2 = file.try_clone()?;
     cmd.stdin(Stdio::null())

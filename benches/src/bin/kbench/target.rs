@@ -19,6 +19,8 @@ pub struct Target {
     pub bootstrap: String,
     /// `embedded (Apache Kafka <version>, 1 broker, JVM throughput profile)` or `external`.
     pub description: String,
+    /// The embedded broker's JVM (for its CPU time); `None` for an external broker.
+    pub broker_pid: Option<u32>,
     _cluster: Option<Cluster>,
 }
 
@@ -27,6 +29,7 @@ impl Target {
         Target {
             description: format!("external broker at {bootstrap}"),
             bootstrap,
+            broker_pid: None,
             _cluster: None,
         }
     }
@@ -50,8 +53,10 @@ impl Target {
         let port = node
             .listener_port(BENCH_LISTENER)
             .ok_or_else(|| anyhow!("embedded broker lacks the {BENCH_LISTENER} listener"))?;
+        let broker_pid = node.pid();
         Ok(Target {
             bootstrap: format!("127.0.0.1:{port}"),
+            broker_pid,
             description: format!(
                 "embedded Apache Kafka {} (testkit, 1 broker, JVM throughput profile) at 127.0.0.1:{port}",
                 testkit::dist::kafka_version()
@@ -64,6 +69,25 @@ impl Target {
 /// Creates `name` with `partitions` partitions (replication factor 1) and waits until every
 /// partition has a leader.
 pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Result<()> {
+    create_topic_with(bootstrap, &NewTopic::new(name, partitions, 1)).await
+}
+
+/// The number of brokers in the cluster at `bootstrap`.
+pub async fn broker_count(bootstrap: &str) -> Result<usize> {
+    let mut cfg = ClientConfig::default();
+    cfg.bootstrap_servers(vec![bootstrap.to_string()]);
+    cfg.client_id("kbench-admin".to_string());
+    let admin = Admin::new(cfg)
+        .await
+        .with_context(|| format!("connecting to {bootstrap}"))?;
+    let n = admin.describe_cluster().await.map(|c| c.brokers.len());
+    admin.client().close();
+    n.context("describing the cluster")
+}
+
+/// Creates `topic` and waits until every partition has a leader.
+pub async fn create_topic_with(bootstrap: &str, topic: &NewTopic) -> Result<()> {
+    let (name, partitions) = (topic.name.as_str(), topic.partitions);
     let mut cfg = ClientConfig::default();
     cfg.bootstrap_servers(vec![bootstrap.to_string()]);
     cfg.client_id("kbench-admin".to_string());
@@ -71,7 +95,7 @@ pub async fn create_topic(bootstrap: &str, name: &str, partitions: i32) -> Resul
         .await
         .with_context(|| format!("connecting to {bootstrap}"))?;
     Admin::from_client(client.clone())
-        .create_topic(&NewTopic::new(name, partitions, 1))
+        .create_topic(topic)
         .await
         .with_context(|| format!("creating topic {name}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
