@@ -20,6 +20,7 @@ use kafka_client::admin::{Admin, NewTopic};
 use kafka_client::config::{AutoOffsetReset, ConsumerConfig, IsolationLevel, ProducerConfig};
 use kafka_client::consumer::RebalanceHooks;
 use kafka_client::group::BoxFuture;
+use kafka_client::kafka_wire::ErrorCode;
 use kafka_client::producer::TxnOffset;
 use kafka_client::{
     Client, Consumer, ConsumerRecord, DeliveryFuture, Offset, Producer, ProducerRecord,
@@ -581,13 +582,28 @@ impl<S: StateStore> EventSource<S> {
             inner.core.lock().unwrap().fail(Error::Stopped);
             inner.wake.notify_one();
         }
-        inner.consumer.close().await;
+        // Every step of the way out is bounded: an instance that stops must exit, even with
+        // its coordinators unreachable.
+        let bound = inner.config.session_timeout;
+        if tokio::time::timeout(bound, inner.consumer.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?bound, "closing the consumer did not finish; going on");
+        }
         driver.abort();
         let _ = driver.await;
-        abort_open(inner).await;
+        if tokio::time::timeout(inner.config.eos.transaction_timeout, abort_open(inner))
+            .await
+            .is_err()
+        {
+            tracing::warn!("aborting the open transactions did not finish; going on");
+        }
         for (slot, p) in inner.producers.iter().enumerate() {
-            if let Err(e) = p.close().await {
-                tracing::warn!(slot, error = %e, "closing a producer failed");
+            match tokio::time::timeout(bound, p.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(slot, error = %e, "closing a producer failed"),
+                Err(_) => tracing::warn!(slot, "closing a producer did not finish; going on"),
             }
         }
         inner.active.send_replace(BTreeSet::new());
@@ -1107,6 +1123,9 @@ async fn restore<S: StateStore>(
     }
     let rc = Consumer::with_client(inner.client.clone(), inner.restore_cfg.clone()).await?;
     let mut next_progress = Instant::now() + inner.config.metrics_interval;
+    // A restore that does not end is logged, so a stall (an open transaction of a previous
+    // owner holding the last stable offset below the end, say) is visible.
+    let mut next_log = Instant::now() + Duration::from_secs(5);
     rc.assign([ctp.clone()]).await?;
     rc.seek(&ctp, Offset::At(earliest)).await?;
     let result = async {
@@ -1142,6 +1161,16 @@ async fn restore<S: StateStore>(
                     })?;
             if let RestoreProgress::Done = progress {
                 return Ok(Some(()));
+            }
+            if Instant::now() >= next_log {
+                next_log = Instant::now() + Duration::from_secs(5);
+                tracing::info!(
+                    partition = p,
+                    position,
+                    end = target,
+                    applied = machine.applied(),
+                    "restore still running"
+                );
             }
             if inner.metrics.enabled() && Instant::now() >= next_progress {
                 next_progress = Instant::now() + inner.config.metrics_interval;
@@ -1315,9 +1344,25 @@ async fn abort_open<S>(inner: &Inner<S>) {
     }
 }
 
+/// Aborts the slot's open transaction. An abort that has not ended (its coordinator moving,
+/// a timeout) is waited for again, up to `eos.transaction_timeout` (by then the coordinator
+/// has aborted the transaction itself), so the slot's next `begin` does not find the previous
+/// transaction still ending.
 async fn abort_slot<S>(inner: &Inner<S>, slot: usize) {
-    if let Err(e) = inner.producers[slot].abort_transaction().await {
-        tracing::warn!(slot, error = %e, "abort failed");
+    let p = &inner.producers[slot];
+    let deadline = Instant::now() + inner.config.eos.transaction_timeout;
+    loop {
+        match p.abort_transaction().await {
+            Ok(()) => return,
+            Err(e) if !p.in_transaction() || e.is_fatal() || Instant::now() >= deadline => {
+                tracing::warn!(slot, error = %e, "abort failed");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(slot, error = %e, "the abort has not ended; waiting for it");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
@@ -1361,11 +1406,34 @@ async fn commit_eos<S>(
         })
         .collect();
     if !list.is_empty() {
+        let generation = group.generation_id;
         if let Err(e) = p.send_offsets_to_transaction(list, group).await {
             if e.is_fatal() {
                 return classify(e);
             }
             abort_slot(inner, slot).await;
+            // The member's generation is stale: a new attempt only helps in the next one (the
+            // error table of STREAMS.md §3.3), so wait for it rather than burn the attempts.
+            let stale = matches!(
+                e.broker_code(),
+                Some(
+                    ErrorCode::ILLEGAL_GENERATION
+                        | ErrorCode::UNKNOWN_MEMBER_ID
+                        | ErrorCode::REBALANCE_IN_PROGRESS
+                )
+            );
+            if stale {
+                let deadline = Instant::now() + inner.config.session_timeout;
+                while Instant::now() < deadline
+                    && inner
+                        .consumer
+                        .group_metadata()
+                        .is_none_or(|g| g.generation_id == generation)
+                    && inner.core.lock().unwrap().failure().is_none()
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
             return CommitResult::Retry(e.to_string());
         }
     }
