@@ -607,22 +607,36 @@ async fn abort_drops_open_transactions_and_the_next_owner_redoes_them() {
     let mut pcfg = ProducerConfig::default();
     *pcfg.client_mut() = client(&b);
     let p = Producer::new(pcfg).await.unwrap();
-    for i in 0..16u64 {
-        p.send_and_wait(
-            ProducerRecord::new(input.as_str())
-                .key("k")
-                .value(i.to_string())
-                .header("__grt__", "n"),
-        )
-        .await
-        .unwrap();
-    }
-    p.close().await.unwrap();
+    let send = |range: std::ops::Range<u64>| {
+        let (p, input) = (p.clone(), input.clone());
+        async move {
+            for i in range {
+                p.send_and_wait(
+                    ProducerRecord::new(input.as_str())
+                        .key("k")
+                        .value(i.to_string())
+                        .header("__grt__", "n"),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    };
+    // Seqs 0-9 commit first, so seq 10 opens a transaction of its own.
+    send(0..10).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while first.stats().events < 16 || first.stats().committed_events < 10 {
+    while first.stats().committed_events < 10 {
         assert!(Instant::now() < deadline, "{:?}", first.stats());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    send(10..16).await;
+    p.close().await.unwrap();
+    while first.stats().events < 16 {
+        assert!(Instant::now() < deadline, "{:?}", first.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Give the held transaction time to (wrongly) commit anything.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(first.stats().committed_events, 10, "seq 10 holds the rest");
     first.abort().await;
     run1.await
