@@ -1113,9 +1113,26 @@ async fn restore<S: StateStore>(
         .committed(std::slice::from_ref(&source))
         .await?;
     let ctp = TopicPartition::new(inner.changelog.as_str(), p);
-    // One lookup per end: list_offsets answers one entry per partition.
-    let earliest = list_one(&inner.client, &ctp, Offset::Earliest).await?;
-    let target = list_one(&inner.client, &ctp, Offset::Latest).await?;
+    // One lookup per end: list_offsets answers one entry per partition. The restore runs to
+    // the last stable offset, not the log end: a transaction still open there belongs to a
+    // previous owner that has not committed offsets for this partition (the stable fetch
+    // above waited for any that had), so its generation is over and it can only abort; waiting
+    // for it would hold the partition until its coordinator times it out, or for good if it
+    // hangs.
+    let earliest = list_one(
+        &inner.client,
+        &ctp,
+        Offset::Earliest,
+        IsolationLevel::ReadUncommitted,
+    )
+    .await?;
+    let target = list_one(
+        &inner.client,
+        &ctp,
+        Offset::Latest,
+        IsolationLevel::ReadCommitted,
+    )
+    .await?;
     let mut store = (inner.factory)(p);
     let mut machine = Restore::new(earliest, target);
     if earliest >= target {
@@ -1193,13 +1210,13 @@ async fn restore<S: StateStore>(
     Ok(result?.map(|()| (store, applied)))
 }
 
-async fn list_one(client: &Client, tp: &TopicPartition, at: Offset) -> Result<i64> {
-    let m = kafka_client::offsets::list_offsets(
-        client,
-        &[(tp.clone(), at)],
-        IsolationLevel::ReadUncommitted,
-    )
-    .await?;
+async fn list_one(
+    client: &Client,
+    tp: &TopicPartition,
+    at: Offset,
+    isolation: IsolationLevel,
+) -> Result<i64> {
+    let m = kafka_client::offsets::list_offsets(client, &[(tp.clone(), at)], isolation).await?;
     Ok(m.get(tp).map_or(0, |l| l.offset.max(0)))
 }
 
