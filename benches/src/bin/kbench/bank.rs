@@ -874,6 +874,39 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_missing_peer_says_what_is_missing() {
+        let root = std::env::temp_dir().join(format!("kbench-peers-{}", std::process::id()));
+        let paths = Paths {
+            peers: root.join("peers"),
+            out: root.join("out"),
+            target: root.join("target"),
+            workspace_manifest: root.join("Cargo.toml"),
+        };
+        std::fs::create_dir_all(paths.peers.join("gkes")).unwrap();
+        std::fs::write(paths.peers.join("gkes").join("go.mod"), "module x\n").unwrap();
+        let bank = root.join("bank");
+        let gkes: ClientSpec = "gkes".parse().unwrap();
+        let e = prepare(&gkes, &paths, &bank, true).await.unwrap_err();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("the GKES peer is missing") && e.contains(".go files"),
+            "{e}"
+        );
+        let ks: ClientSpec = "kafka-streams".parse().unwrap();
+        let e = format!("{:#}", prepare(&ks, &paths, &bank, true).await.unwrap_err());
+        assert!(
+            e.contains("the Kafka Streams peer is missing") && e.contains("pom.xml"),
+            "{e}"
+        );
+        // Ours needs no build here: the bank binary is given.
+        let ours = prepare(&"ours:pool=1".parse().unwrap(), &paths, &bank, true)
+            .await
+            .unwrap();
+        assert_eq!(ours.program, bank);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn the_settings_line_is_the_one_with_most_settings() {
         let head: Vec<String> = [
