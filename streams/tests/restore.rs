@@ -1096,6 +1096,7 @@ async fn a_changelog_with_fewer_than_three_replicas_is_warned_about() {
     let sink = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || sink.clone())
+        .with_ansi(false)
         .with_max_level(tracing::Level::WARN)
         .finish();
     let source = {
