@@ -2,50 +2,22 @@
 //! processing with a changelog, restore after a restart, offset-only transactions (GKES's D2),
 //! the undecodable-event policies, and the changelog partition-count check.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod support;
 
-use streams::kafka_client::admin::{Admin, NewTopic};
+use std::time::{Duration, Instant};
+
+use streams::kafka_client::admin::Admin;
 use streams::kafka_client::config::{
-    AutoOffsetReset, ClientConfig, ConsumerConfig, IsolationLevel, ProducerConfig,
+    AutoOffsetReset, ConsumerConfig, IsolationLevel, ProducerConfig,
 };
 use streams::kafka_client::{Consumer, ConsumerRecord, Producer, ProducerRecord, TopicPartition};
 use streams::store::{BigEndian, MemStore, Utf8};
 use streams::{
     DecodeError, Error, ErrorPolicy, EventContext, EventSource, EventSourceConfig, Health, Outcome,
 };
+use support::broker::{bootstrap, client, create, unique};
 
 type Counts = MemStore<String, u64, Utf8, BigEndian>;
-
-async fn bootstrap() -> String {
-    testkit::shared_cluster(1)
-        .await
-        .expect("the shared 1-node cluster must start")
-        .bootstrap()
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{n}")
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::default();
-    c.bootstrap_servers(bootstrap.split(',').map(str::to_string).collect::<Vec<_>>());
-    c
-}
-
-async fn create(bootstrap: &str, topic: &str, partitions: i32) {
-    let c = streams::kafka_client::Client::connect(client(bootstrap))
-        .await
-        .unwrap();
-    Admin::from_client(c)
-        .create_topic_if_absent(&NewTopic::new(topic, partitions, 1))
-        .await
-        .unwrap();
-}
 
 /// Writes `values` as `click` events keyed by page, round robin over `partitions`.
 async fn produce(bootstrap: &str, topic: &str, events: &[(&str, &str, Option<&str>)]) {

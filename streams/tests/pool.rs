@@ -2,52 +2,23 @@
 //! many producer slots at a high rate, fencing by a second instance with the same id, and the
 //! metrics sink.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use streams::kafka_client::admin::{Admin, NewTopic};
 use streams::kafka_client::config::{
-    AutoOffsetReset, ClientConfig, ConsumerConfig, IsolationLevel, ProducerConfig,
+    AutoOffsetReset, ConsumerConfig, IsolationLevel, ProducerConfig,
 };
 use streams::kafka_client::{Consumer, ConsumerRecord, Producer, ProducerRecord, TopicPartition};
 use streams::metrics::{Metric, MetricsSink};
 use streams::store::{BigEndian, MemStore, Utf8};
 use streams::{DecodeError, EventContext, EventSource, EventSourceConfig, Health, Outcome};
+use support::broker::{bootstrap, client, create, unique};
 
 type Counts = MemStore<String, u64, Utf8, BigEndian>;
-
-async fn bootstrap() -> String {
-    testkit::shared_cluster(1)
-        .await
-        .expect("the shared 1-node cluster must start")
-        .bootstrap()
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{n}")
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::default();
-    c.bootstrap_servers(bootstrap.split(',').map(str::to_string).collect::<Vec<_>>());
-    c
-}
-
-async fn create(bootstrap: &str, topic: &str, partitions: i32) {
-    let c = streams::kafka_client::Client::connect(client(bootstrap))
-        .await
-        .unwrap();
-    Admin::from_client(c)
-        .create_topic_if_absent(&NewTopic::new(topic, partitions, 1))
-        .await
-        .unwrap();
-}
 
 fn config(bootstrap: &str, group: &str, topic: &str) -> EventSourceConfig {
     let mut c = EventSourceConfig::new(group, topic, client(bootstrap));
@@ -160,6 +131,33 @@ fn text(r: &ConsumerRecord) -> (String, String) {
         String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned(),
         String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
     )
+}
+
+/// The sequencer's output (`seq:count` per key): every seq in `0..n` exactly once, and per key
+/// the counts 1, 2, 3... in the order read (each key's partition in offset order).
+fn assert_each_seq_once_and_counts_consecutive(out: &[ConsumerRecord], n: u64) {
+    let mut seqs: Vec<u64> = out
+        .iter()
+        .map(|r| text(r).1.split_once(':').unwrap().0.parse().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs.len() as u64, n, "outputs");
+    assert!(
+        seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
+        "every seq exactly once"
+    );
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in out {
+        let (k, v) = text(r);
+        per_key
+            .entry(k)
+            .or_default()
+            .push(v.split_once(':').unwrap().1.parse().unwrap());
+    }
+    for (k, c) in per_key {
+        let expected: Vec<u64> = (1..=c.len() as u64).collect();
+        assert_eq!(c, expected, "{k}: counts consecutive in output order");
+    }
 }
 
 /// STREAMS.md §5.2 "Pool ordering": one input partition at 20,000 events/s, a pool of 4 with a
@@ -540,28 +538,7 @@ async fn fifty_lost_end_txn_answers_are_resolved_without_loss_or_duplicates() {
         "no unknown outcome was resolved: {stats:?}"
     );
     let out = read_all(&b, &output, 1, n as usize, Duration::from_secs(60)).await;
-    let mut seqs: Vec<u64> = out
-        .iter()
-        .map(|r| text(r).1.split_once(':').unwrap().0.parse().unwrap())
-        .collect();
-    seqs.sort_unstable();
-    assert_eq!(seqs.len() as u64, n, "outputs");
-    assert!(
-        seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
-        "every seq exactly once"
-    );
-    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for r in &out {
-        let (k, v) = text(r);
-        per_key
-            .entry(k)
-            .or_default()
-            .push(v.split_once(':').unwrap().1.parse().unwrap());
-    }
-    for (k, c) in per_key {
-        let expected: Vec<u64> = (1..=c.len() as u64).collect();
-        assert_eq!(c, expected, "{k}: counts consecutive in output order");
-    }
+    assert_each_seq_once_and_counts_consecutive(&out, n);
     cluster.shutdown(Duration::from_secs(10)).await;
 }
 
@@ -825,27 +802,6 @@ async fn a_member_joining_mid_run_takes_over_from_committed_state() {
     );
 
     let out = read_all(&b, &output, P, total as usize, Duration::from_secs(60)).await;
-    let mut seqs: Vec<u64> = out
-        .iter()
-        .map(|r| text(r).1.split_once(':').unwrap().0.parse().unwrap())
-        .collect();
-    seqs.sort_unstable();
-    assert_eq!(seqs.len() as u64, total, "outputs");
-    assert!(
-        seqs.iter().enumerate().all(|(i, s)| *s == i as u64),
-        "every seq exactly once"
-    );
-    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for r in &out {
-        let (k, v) = text(r);
-        per_key
-            .entry(k)
-            .or_default()
-            .push(v.split_once(':').unwrap().1.parse().unwrap());
-    }
-    // Each key lives on one partition, read in offset order: counts consecutive as read.
-    for (k, c) in per_key {
-        let expected: Vec<u64> = (1..=c.len() as u64).collect();
-        assert_eq!(c, expected, "{k}: counts consecutive in offset order");
-    }
+    // Each key lives on one partition, read in offset order.
+    assert_each_seq_once_and_counts_consecutive(&out, total);
 }

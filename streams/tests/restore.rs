@@ -16,22 +16,25 @@
 //! runtime make the instance unhealthy, naming both counts. The changelog partition-count
 //! mismatch at `build()` is `tests/it.rs`'s `a_changelog_with_another_partition_count_is_refused`.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use streams::kafka_client::admin::{Admin, NewTopic};
 use streams::kafka_client::config::{
-    AutoOffsetReset, ClientConfig, ConsumerConfig, IsolationLevel, ProducerConfig,
+    AutoOffsetReset, ConsumerConfig, IsolationLevel, ProducerConfig,
 };
 use streams::kafka_client::{
     Client, Consumer, ConsumerRecord, Offset, Producer, ProducerRecord, TopicPartition,
 };
 use streams::store::{BigEndian, ChangelogEntry, Codec, KvStore, MemStore};
 use streams::{DecodeError, EventContext, EventSource, EventSourceConfig, Health, Outcome, Stats};
+use support::broker::{bootstrap, client, unique};
 use tokio::sync::mpsc;
 
 /// The store of every case: `u32` keys, `u64` values, both fixed-width big-endian, so a value of
@@ -44,27 +47,6 @@ type Model = BTreeMap<u32, u64>;
 const BOUND: Duration = Duration::from_secs(60);
 
 // ------------------------------------------------------------------------------------- broker
-
-async fn bootstrap() -> String {
-    testkit::shared_cluster(1)
-        .await
-        .expect("the shared 1-node cluster must start")
-        .bootstrap()
-}
-
-fn unique(prefix: &str) -> String {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{n}")
-}
-
-fn client(bootstrap: &str) -> ClientConfig {
-    let mut c = ClientConfig::default();
-    c.bootstrap_servers(bootstrap.split(',').map(str::to_string).collect::<Vec<_>>());
-    c
-}
 
 async fn admin(bootstrap: &str) -> Admin {
     Admin::from_client(Client::connect(client(bootstrap)).await.unwrap())

@@ -3,6 +3,8 @@
 //! Every [`Proc`] is killed (SIGKILL) and reaped when dropped, whatever way a test ends.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod broker;
+
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
